@@ -1,0 +1,1 @@
+"""The pure core: case lifecycle, claims and routing. No I/O, no clocks, no asyncio."""

@@ -1,0 +1,1 @@
+"""Entry points: the worker, the ``hubctl`` CLI, the dashboard."""

@@ -1,0 +1,470 @@
+"""MongoDB adapters (PyMongo's async API): the transactional store, GridFS documents,
+the partner directory and the indexes.
+
+Every batch is one multi-document transaction (MongoDB replica set or SecantusDB).
+Optimistic concurrency: a case snapshot is replaced only at the version it was loaded
+at, and events are keyed ``<case>#<seq>``, so two workers racing on one case cannot both
+commit; the loser's transaction is retried from its reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from gridfs import AsyncGridFSBucket
+from gridfs.errors import FileExists, NoFile
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel, InsertOne, ReplaceOne, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+
+from hub.domain.model import WITH_PARTNER, CaseState, Event, EventKind, Lifecycle
+from hub.domain.routing import PartnerProfile
+from hub.service.ports import Changeset, OutMessage, Tx
+from partner_sdk.messages import Phase
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+
+
+class StoreError(Exception):
+    """The store could not complete a transaction (after retries)."""
+
+
+class _Conflict(Exception):
+    """Another worker changed what this transaction read; retry it from its reads."""
+
+
+# --- (de)serialisation ------------------------------------------------------------------
+
+
+def case_to_doc(state: CaseState) -> Doc:
+    doc = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    doc["_id"] = doc.pop("case_id")
+    doc["lifecycle"] = state.lifecycle.value
+    doc["phase"] = state.phase.value
+    doc["debtor"] = dict(state.debtor)
+    doc["claims"] = {k: dict(v) for k, v in state.claims.items()}
+    doc["pending_settlements"] = {k: dict(v) for k, v in state.pending_settlements.items()}
+    doc["declined_by"] = list(state.declined_by)
+    # derived, for queries and the dashboard
+    doc["total"] = str(state.total)
+    doc["debtor_name"] = state.debtor.get("name")
+    doc["open"] = state.is_open
+    doc["placed_month"] = state.placed_at.strftime("%Y-%m") if state.placed_at else None
+    doc["invoice_numbers"] = sorted(state.claims)
+    return doc
+
+
+_CASE_FIELDS = {f.name for f in dataclasses.fields(CaseState)}
+
+
+def case_from_doc(doc: Mapping[str, Any]) -> CaseState:
+    values = {k: v for k, v in doc.items() if k in _CASE_FIELDS}
+    values["case_id"] = doc["_id"]
+    values["lifecycle"] = Lifecycle(doc["lifecycle"])
+    values["phase"] = Phase(doc["phase"])
+    values["declined_by"] = tuple(doc.get("declined_by", ()))
+    return CaseState(**values)
+
+
+def event_to_doc(e: Event) -> Doc:
+    return {
+        "_id": e.event_id,
+        "case_id": e.case_id,
+        "seq": e.seq,
+        "kind": e.kind.value,
+        "occurred_at": e.occurred_at,
+        "recorded_at": e.recorded_at,
+        "actor": e.actor,
+        "data": dict(e.data),
+        "message_id": e.message_id,
+    }
+
+
+def event_from_doc(d: Mapping[str, Any]) -> Event:
+    return Event(
+        case_id=d["case_id"],
+        seq=d["seq"],
+        kind=EventKind(d["kind"]),
+        occurred_at=d["occurred_at"],
+        recorded_at=d["recorded_at"],
+        actor=d["actor"],
+        data=d.get("data") or {},
+        message_id=d.get("message_id"),
+    )
+
+
+def out_to_doc(o: OutMessage) -> Doc:
+    return {
+        "_id": o.message_id,
+        "exchange": o.exchange,
+        "routing_key": o.routing_key,
+        "type": o.type,
+        "body": o.body,
+        "correlation_id": o.correlation_id,
+        "created_at": o.created_at,
+        "sent_at": None,
+        "attempts": 0,
+    }
+
+
+def out_from_doc(d: Mapping[str, Any]) -> OutMessage:
+    return OutMessage(
+        message_id=d["_id"],
+        exchange=d["exchange"],
+        routing_key=d["routing_key"],
+        type=d["type"],
+        body=bytes(d["body"]),
+        correlation_id=d.get("correlation_id"),
+        created_at=d.get("created_at"),
+    )
+
+
+# --- the store ---------------------------------------------------------------------------
+
+
+class _MongoTx:
+    def __init__(self, db: AsyncDatabase[Doc], session: AsyncClientSession) -> None:
+        self.db = db
+        self.session = session
+
+    async def seen(self, message_ids: Iterable[str]) -> set[str]:
+        ids = list(set(message_ids))
+        if not ids:
+            return set()
+        cursor = self.db.inbox.find({"_id": {"$in": ids}}, {"_id": 1}, session=self.session)
+        return {d["_id"] async for d in cursor}
+
+    async def claims(self, keys: Iterable[str]) -> dict[str, Doc]:
+        ids = list(set(keys))
+        if not ids:
+            return {}
+        cursor = self.db.claims.find({"_id": {"$in": ids}}, session=self.session)
+        return {d["_id"]: d async for d in cursor}
+
+    async def cases(self, case_ids: Iterable[str]) -> dict[str, CaseState]:
+        ids = list(set(case_ids))
+        if not ids:
+            return {}
+        cursor = self.db.cases.find({"_id": {"$in": ids}}, session=self.session)
+        return {d["_id"]: case_from_doc(d) async for d in cursor}
+
+
+class MongoStore:
+    """The transactional store: one transaction per batch, retried on conflicts."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Doc],
+        db_name: str,
+        *,
+        worker_id: str | None = None,
+        max_attempts: int = 20,
+    ) -> None:
+        self.client = client
+        self.db: AsyncDatabase[Doc] = client[db_name]
+        self.worker_id = worker_id or uuid.uuid4().hex[:12]
+        self.max_attempts = max_attempts
+        self.conflicts = 0
+
+    async def transact(self, work: Callable[[Tx], Awaitable[Changeset]]) -> Changeset:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                async with self.client.start_session() as session:
+
+                    async def callback(s: AsyncClientSession) -> Changeset:
+                        changes = await work(_MongoTx(self.db, s))
+                        await self._write(changes, s)
+                        return changes
+
+                    return await session.with_transaction(callback)
+            except (_Conflict, DuplicateKeyError, BulkWriteError) as e:
+                self.conflicts += 1
+                log.info("transaction conflict (attempt %d): %s", attempt, str(e)[:200])
+            except OperationFailure as e:
+                if not e.has_error_label("TransientTransactionError") and e.code != 112:
+                    raise
+                self.conflicts += 1
+            await asyncio.sleep(min(0.5, 0.005 * 2**attempt) * random.random())
+        raise StoreError(f"transaction still conflicting after {self.max_attempts} attempts")
+
+    async def _write(self, c: Changeset, s: AsyncClientSession) -> None:
+        db = self.db
+        if c.inbox:
+            await db.inbox.insert_many(c.inbox, ordered=False, session=s)
+        if c.claims:
+            await db.claims.bulk_write(
+                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in c.claims],
+                ordered=False,
+                session=s,
+            )
+        if c.cases:
+            ops: list[Any] = []
+            replaces = 0
+            for state, loaded in c.cases:
+                doc = case_to_doc(state)
+                if loaded == 0:
+                    ops.append(InsertOne(doc))
+                else:
+                    ops.append(ReplaceOne({"_id": doc["_id"], "version": loaded}, doc))
+                    replaces += 1
+            result = await db.cases.bulk_write(ops, ordered=False, session=s)
+            if result.matched_count != replaces:
+                raise _Conflict(f"{replaces - result.matched_count} case(s) changed meanwhile")
+        if c.events:
+            await db.events.insert_many(
+                [event_to_doc(e) for e in c.events], ordered=False, session=s
+            )
+        if c.outbox:
+            await db.outbox.insert_many([out_to_doc(o) for o in c.outbox], ordered=False, session=s)
+        if c.rejections:
+            await db.rejections.insert_many(c.rejections, ordered=False, session=s)
+        if c.batch_counts:
+            ops = []
+            for (creditor, batch), counts in c.batch_counts.items():
+                inc = {k: v for k, v in counts.items() if k != "expected"}
+                update: Doc = {
+                    "$inc": inc,
+                    "$setOnInsert": {
+                        "creditor_id": creditor,
+                        "batch_id": batch,
+                        "reconciled": False,
+                    },
+                }
+                if "expected" in counts:
+                    update["$max"] = {"expected": counts["expected"]}
+                ops.append(
+                    UpdateOne({"_id": f"{creditor}:{batch}:{self.worker_id}"}, update, upsert=True)
+                )
+            await db.batch_counts.bulk_write(ops, ordered=False, session=s)
+
+    # -- reads outside transactions ------------------------------------------------
+
+    async def events(self, case_id: str) -> list[Event]:
+        cursor = self.db.events.find({"case_id": case_id}).sort("seq", ASCENDING)
+        return [event_from_doc(d) async for d in cursor]
+
+    async def case(self, case_id: str) -> CaseState | None:
+        doc = await self.db.cases.find_one({"_id": case_id})
+        return case_from_doc(doc) if doc else None
+
+    # -- outbox -----------------------------------------------------------------------
+
+    async def mark_sent(self, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            await self.db.outbox.update_many(
+                {"_id": {"$in": list(message_ids)}},
+                {"$set": {"sent_at": dt.datetime.now(dt.UTC)}},
+            )
+
+    async def unsent(self, older_than: dt.datetime, limit: int = 1000) -> list[OutMessage]:
+        cursor = (
+            self.db.outbox.find({"sent_at": None, "created_at": {"$lt": older_than}})
+            .sort("created_at", ASCENDING)
+            .limit(limit)
+        )
+        return [out_from_doc(d) async for d in cursor]
+
+    async def note_failed(self, message_ids: Sequence[str], error: str) -> None:
+        if message_ids:
+            await self.db.outbox.update_many(
+                {"_id": {"$in": list(message_ids)}},
+                {"$inc": {"attempts": 1}, "$set": {"last_error": error[:500]}},
+            )
+
+    # -- batches ------------------------------------------------------------------------
+
+    async def open_batches(self) -> list[tuple[str, str]]:
+        cursor = self.db.batch_counts.find({"reconciled": False}, {"creditor_id": 1, "batch_id": 1})
+        return sorted({(d["creditor_id"], d["batch_id"]) async for d in cursor})
+
+    async def reconcile(
+        self,
+        creditor_id: str,
+        batch_id: str,
+        build: Callable[[Mapping[str, int]], OutMessage],
+    ) -> OutMessage | None:
+        """When every message of a batch has been counted, record its summary once."""
+
+        async def callback(s: AsyncClientSession) -> OutMessage | None:
+            totals: dict[str, int] = {}
+            expected = 0
+            async for d in self.db.batch_counts.find(
+                {"creditor_id": creditor_id, "batch_id": batch_id}, session=s
+            ):
+                expected = max(expected, int(d.get("expected", 0)))
+                for key in (
+                    "received",
+                    "accepted",
+                    "duplicate",
+                    "amended",
+                    "withdrawn",
+                    "rejected",
+                ):
+                    totals[key] = totals.get(key, 0) + int(d.get(key, 0))
+            if expected == 0 or totals.get("received", 0) < expected:
+                return None
+            totals["expected"] = expected
+            out = build(totals)
+            await self.db.batches.insert_one(
+                {
+                    "_id": f"{creditor_id}:{batch_id}",
+                    "creditor_id": creditor_id,
+                    "batch_id": batch_id,
+                    **totals,
+                    "reconciled_at": out.created_at,
+                },
+                session=s,
+            )
+            await self.db.outbox.insert_one(out_to_doc(out), session=s)
+            await self.db.batch_counts.update_many(
+                {"creditor_id": creditor_id, "batch_id": batch_id},
+                {"$set": {"reconciled": True}},
+                session=s,
+            )
+            return out
+
+        try:
+            async with self.client.start_session() as session:
+                return await session.with_transaction(callback)
+        except (DuplicateKeyError, OperationFailure) as e:
+            log.info("batch %s/%s reconciled elsewhere: %s", creditor_id, batch_id, e)
+            return None
+
+
+# --- documents ---------------------------------------------------------------------------
+
+
+class GridFSDocuments:
+    """Documents in GridFS (bucket ``documents``), one file per (case, document id)."""
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.bucket = AsyncGridFSBucket(db, bucket_name="documents")
+        self.db = db
+
+    async def put(
+        self, file_id: str, data: bytes, *, filename: str, metadata: Mapping[str, Any]
+    ) -> None:
+        if await self.db["documents.files"].find_one({"_id": file_id}, {"_id": 1}):
+            return  # same id: an idempotent replay
+        try:
+            await self.bucket.upload_from_stream_with_id(
+                file_id, filename, data, metadata=dict(metadata)
+            )
+        except FileExists:
+            return
+
+    async def get(self, file_id: str) -> tuple[Doc, bytes] | None:
+        info = await self.db["documents.files"].find_one({"_id": file_id})
+        if info is None:
+            return None
+        try:
+            stream = await self.bucket.open_download_stream(file_id)
+        except NoFile:
+            return None
+        return info, await stream.read()
+
+    async def list_for_case(self, case_id: str) -> list[Doc]:
+        cursor = self.db["documents.files"].find({"metadata.case_id": case_id})
+        return [d async for d in cursor]
+
+
+# --- partners ---------------------------------------------------------------------------
+
+
+class MongoPartnerDirectory:
+    """Partner profiles and open-case counts, cached for ``ttl`` seconds.
+
+    Capacity is a soft limit: counts come from the cases collection at each refresh plus
+    this process's own assignments since; two workers may overshoot by one batch.
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc], ttl: float = 5.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._profiles: list[PartnerProfile] = []
+        self._counts: dict[str, int] = {}
+        self._deltas: dict[str, int] = {}
+        self._loaded_at = -1e18
+
+    async def refresh(self) -> None:
+        profiles = [PartnerProfile.from_document(d) async for d in self.db.partners.find({})]
+        pipeline: list[Doc] = [
+            {"$match": {"lifecycle": {"$in": [lc.value for lc in WITH_PARTNER]}}},
+            {"$group": {"_id": "$partner_id", "n": {"$sum": 1}}},
+        ]
+        counts = {
+            d["_id"]: int(d["n"]) async for d in await self.db.cases.aggregate(pipeline) if d["_id"]
+        }
+        self._profiles, self._counts, self._deltas = profiles, counts, {}
+        self._loaded_at = time.monotonic()
+
+    async def profiles(self) -> list[PartnerProfile]:
+        if time.monotonic() - self._loaded_at > self.ttl:
+            await self.refresh()
+        return self._profiles
+
+    def open_cases(self) -> Mapping[str, int]:
+        keys = self._counts.keys() | self._deltas.keys()
+        return {k: self._counts.get(k, 0) + self._deltas.get(k, 0) for k in keys}
+
+    def note_assigned(self, partner_id: str, delta: int = 1) -> None:
+        self._deltas[partner_id] = self._deltas.get(partner_id, 0) + delta
+
+    async def upsert(self, profile: PartnerProfile) -> None:
+        await self.db.partners.replace_one(
+            {"_id": profile.partner_id}, profile.to_document(), upsert=True
+        )
+        self._loaded_at = -1e18
+
+
+# --- indexes -----------------------------------------------------------------------------
+
+INDEXES: dict[str, list[IndexModel]] = {
+    "claims": [IndexModel([("case_id", ASCENDING)])],
+    "cases": [
+        IndexModel([("partner_id", ASCENDING), ("lifecycle", ASCENDING)]),
+        IndexModel([("lifecycle", ASCENDING), ("accept_by", ASCENDING)]),
+        IndexModel([("country", ASCENDING), ("lifecycle", ASCENDING)]),
+        IndexModel([("creditor_entity", ASCENDING), ("placed_month", ASCENDING)]),
+        IndexModel([("invoice_numbers", ASCENDING)]),
+        IndexModel([("debtor_name", ASCENDING)]),
+    ],
+    "events": [
+        IndexModel([("case_id", ASCENDING), ("seq", ASCENDING)], unique=True),
+        IndexModel([("recorded_at", ASCENDING)]),
+        IndexModel([("kind", ASCENDING), ("occurred_at", ASCENDING)]),
+    ],
+    "inbox": [IndexModel([("received_at", ASCENDING)])],
+    "outbox": [IndexModel([("sent_at", ASCENDING), ("created_at", ASCENDING)])],
+    "rejections": [IndexModel([("received_at", ASCENDING)])],
+    "batch_counts": [
+        IndexModel([("creditor_id", ASCENDING), ("batch_id", ASCENDING)]),
+        IndexModel([("reconciled", ASCENDING)]),
+    ],
+}
+
+
+async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
+    """Create the indexes (idempotent). Message ids are unique as ``_id`` of ``inbox``;
+    claims' business keys as ``_id`` of ``claims``."""
+    for name, models in INDEXES.items():
+        try:
+            await db[name].create_indexes(models)
+        except PyMongoError as e:  # pragma: no cover - surfaced to the operator
+            raise StoreError(f"could not create indexes on {name}: {e}") from e
+
+
+def connect(url: str) -> AsyncMongoClient[Doc]:
+    """A client with aware UTC datetimes; connects lazily (nothing happens at import)."""
+    return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=10_000, retryWrites=True)

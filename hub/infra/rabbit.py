@@ -1,0 +1,310 @@
+"""RabbitMQ adapters (aio-pika): the confirming publisher and the batching consumer.
+
+FastStream's RabbitMQ subscriber hands over one message at a time; the hub's consumers
+need a batch per MongoDB transaction and acknowledgement only once that batch is
+durable, so they use aio-pika directly.
+
+Ack / retry / dead-letter policy of ``BatchConsumer``:
+- committed batch: every message acknowledged (its effects and outbox are durable);
+- the store or broker is unreachable: the batch is retried in place, with backoff,
+  without burning delivery attempts;
+- any other error: the batch is split and each message retried alone; one that still
+  fails is rejected with requeue, and after ``x-delivery-limit`` deliveries the broker
+  dead-letters it to ``hub.dead`` (poison message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from pymongo.errors import ConnectionFailure, PyMongoError
+
+from hub.infra.mongo import StoreError
+from hub.infra.topology import Topology
+from hub.service.ports import Incoming, OutMessage
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Sequence[Incoming]], Awaitable[list[OutMessage]]]
+MarkSent = Callable[[Sequence[str]], Awaitable[None]]
+
+#: Failures of infrastructure: wait and retry the same batch, do not blame the messages.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ConnectionFailure,
+    StoreError,
+    aio_pika.exceptions.AMQPConnectionError,
+    asyncio.TimeoutError,
+)
+
+
+async def connect(url: str) -> AbstractRobustConnection:
+    """A robust connection: it reconnects and re-declares its consumers by itself."""
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": "onewindow"})
+
+
+def to_incoming(msg: AbstractIncomingMessage) -> Incoming:
+    return Incoming(
+        body=msg.body,
+        message_id=msg.message_id,
+        type=msg.type,
+        routing_key=msg.routing_key or "",
+        user_id=msg.user_id,
+        content_type=msg.content_type,
+        headers=dict(msg.headers or {}),
+    )
+
+
+class RabbitPublisher:
+    """Publishes outbox messages on a confirming channel, many in flight at once."""
+
+    def __init__(self, channel: AbstractChannel, topology: Topology) -> None:
+        self.channel = channel
+        self.topology = topology
+        self._exchanges: dict[str, AbstractExchange] = {}
+
+    async def _exchange(self, logical: str) -> AbstractExchange:
+        ex = self._exchanges.get(logical)
+        if ex is None:
+            name = f"{self.topology.namespace}{logical}"
+            ex = await self.channel.get_exchange(name, ensure=False)
+            self._exchanges[logical] = ex
+        return ex
+
+    async def _one(self, out: OutMessage) -> None:
+        ex = await self._exchange(out.exchange)
+        await ex.publish(
+            aio_pika.Message(
+                out.body,
+                content_type="application/json",
+                message_id=out.message_id,
+                type=out.type,
+                correlation_id=out.correlation_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                timestamp=out.created_at or dt.datetime.now(dt.UTC),
+                app_id="onewindow-hub",
+            ),
+            routing_key=out.routing_key,
+            mandatory=True,
+        )
+
+    async def publish(self, messages: Sequence[OutMessage]) -> list[str]:
+        """Publish with confirms; returns the ids confirmed. The rest stay in the outbox."""
+        confirmed: list[str] = []
+        for start in range(0, len(messages), 2000):
+            chunk = messages[start : start + 2000]
+            results = await asyncio.gather(*(self._one(o) for o in chunk), return_exceptions=True)
+            for out, result in zip(chunk, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.warning(
+                        "publish of %s (%s, case %s) failed: %r",
+                        out.message_id,
+                        out.routing_key,
+                        out.correlation_id,
+                        result,
+                    )
+                else:
+                    confirmed.append(out.message_id)
+        return confirmed
+
+
+class BatchConsumer:
+    """Consumes a queue in batches: one handler call (one transaction) per batch."""
+
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        queue_name: str,
+        handler: Handler,
+        publisher: RabbitPublisher,
+        mark_sent: MarkSent,
+        *,
+        batch_max: int,
+        batch_wait_ms: int,
+        name: str = "",
+    ) -> None:
+        self.channel = channel
+        self.queue_name = queue_name
+        self.handler = handler
+        self.publisher = publisher
+        self.mark_sent = mark_sent
+        self.batch_max = batch_max
+        self.batch_wait = batch_wait_ms / 1000
+        self.name = name or queue_name
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._tag: str | None = None
+        self.processed = 0
+        self.batches = 0
+
+    async def start(self) -> None:
+        queue = await self.channel.get_queue(self.queue_name, ensure=False)
+        self._tag = await queue.consume(self._inbox.put)
+        self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.name}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _collect(self) -> list[AbstractIncomingMessage]:
+        batch = [await self._inbox.get()]
+        deadline = asyncio.get_running_loop().time() + self.batch_wait
+        while len(batch) < self.batch_max:
+            try:
+                batch.append(self._inbox.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._inbox.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _loop(self) -> None:
+        while True:
+            batch = await self._collect()
+            await self._process(batch)
+
+    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                outbox = await self.handler([to_incoming(m) for m in batch])
+                break
+            except TRANSIENT as e:
+                log.warning(
+                    "%s: store or broker unavailable, retrying a batch of %d: %r",
+                    self.name,
+                    len(batch),
+                    e,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except PyMongoError as e:
+                if e.has_error_label("RetryableWriteError") or e.has_error_label(
+                    "TransientTransactionError"
+                ):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                await self._one_by_one(batch, e)
+                return
+            except Exception as e:
+                await self._one_by_one(batch, e)
+                return
+        await self._publish_and_ack(batch, outbox)
+
+    async def _publish_and_ack(
+        self, batch: Sequence[AbstractIncomingMessage], outbox: list[OutMessage]
+    ) -> None:
+        if outbox:
+            try:
+                confirmed = await self.publisher.publish(outbox)
+                await self.mark_sent(confirmed)
+            except Exception as e:  # the relay will publish what is left in the outbox
+                log.warning(
+                    "%s: publishing after commit failed, the relay will retry: %r", self.name, e
+                )
+        for msg in batch:
+            with contextlib.suppress(Exception):  # channel gone: redelivery is deduplicated
+                await msg.ack()
+        self.processed += len(batch)
+        self.batches += 1
+
+    async def _one_by_one(self, batch: list[AbstractIncomingMessage], error: Exception) -> None:
+        if len(batch) > 1:
+            log.warning(
+                "%s: a batch of %d failed (%r); retrying its messages one by one",
+                self.name,
+                len(batch),
+                error,
+            )
+            for msg in batch:
+                await self._process([msg])
+            return
+        msg = batch[0]
+        log.error(
+            "%s: message %s (type %s) failed and is returned to the queue; after the "
+            "delivery limit it is dead-lettered: %r",
+            self.name,
+            msg.message_id,
+            msg.type,
+            error,
+        )
+        with contextlib.suppress(Exception):
+            await msg.nack(requeue=True)
+
+
+class OutboxRelay:
+    """Publishes what the outbox still holds (after a crash or a broker outage) and
+    reconciles batches whose last message another worker counted."""
+
+    def __init__(
+        self,
+        store: Any,
+        publisher: RabbitPublisher,
+        *,
+        grace_s: float,
+        poll_s: float,
+        reconcile: Callable[[], Awaitable[list[OutMessage]]],
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.grace = dt.timedelta(seconds=grace_s)
+        self.poll_s = poll_s
+        self.reconcile = reconcile
+        self._task: asyncio.Task[None] | None = None
+        self.republished = 0
+
+    async def run_once(self) -> int:
+        sent = 0
+        extra = await self.reconcile()
+        if extra:
+            confirmed = await self.publisher.publish(extra)
+            await self.store.mark_sent(confirmed)
+        while True:
+            pending = await self.store.unsent(dt.datetime.now(dt.UTC) - self.grace)
+            if not pending:
+                return sent
+            confirmed = await self.publisher.publish(pending)
+            await self.store.mark_sent(confirmed)
+            failed = [o.message_id for o in pending if o.message_id not in set(confirmed)]
+            await self.store.note_failed(failed, "publish not confirmed")
+            sent += len(confirmed)
+            self.republished += len(confirmed)
+            if failed:
+                return sent
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception as e:
+                log.warning("outbox relay: %r", e)
+            await asyncio.sleep(self.poll_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

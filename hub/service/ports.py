@@ -1,0 +1,109 @@
+"""Ports: what the service layer needs from the outside, as Protocols.
+
+The real implementations live in ``hub.infra``; ``hub.service.memory`` holds in-memory
+ones for fast unit tests. One behaviour suite runs against both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from hub.domain.model import CaseState, Event
+from hub.domain.routing import PartnerProfile
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One AMQP delivery as the service layer sees it."""
+
+    body: bytes
+    message_id: str | None
+    type: str | None
+    routing_key: str = ""
+    user_id: str | None = None
+    content_type: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    """A message the hub will publish, recorded in the outbox with the change that caused it."""
+
+    message_id: str
+    exchange: str  # logical name: claims.receipts, partners.out
+    routing_key: str
+    type: str
+    body: bytes
+    correlation_id: str | None = None
+    created_at: dt.datetime | None = None
+
+
+@dataclass
+class Changeset:
+    """Everything one transaction writes. Built by the service, written by the store."""
+
+    inbox: list[dict[str, Any]] = field(default_factory=list)
+    claims: list[dict[str, Any]] = field(default_factory=list)
+    #: (new state, version it was loaded at; 0 for a new case)
+    cases: list[tuple[CaseState, int]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    outbox: list[OutMessage] = field(default_factory=list)
+    rejections: list[dict[str, Any]] = field(default_factory=list)
+    #: (creditor id, batch id) -> {"expected": n, "accepted": n, ...} increments
+    batch_counts: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+
+    def count(self, creditor_id: str, batch_id: str, expected: int | None, status: str) -> None:
+        entry = self.batch_counts.setdefault((creditor_id, batch_id), {})
+        entry[status] = entry.get(status, 0) + 1
+        entry["received"] = entry.get("received", 0) + 1
+        if expected is not None:
+            entry["expected"] = max(entry.get("expected", 0), expected)
+
+
+class Tx(Protocol):
+    """Reads inside one transaction."""
+
+    async def seen(self, message_ids: Iterable[str]) -> set[str]: ...
+
+    async def claims(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+
+    async def cases(self, case_ids: Iterable[str]) -> dict[str, CaseState]: ...
+
+
+class Store(Protocol):
+    async def transact(self, work: Callable[[Tx], Awaitable[Changeset]]) -> Changeset:
+        """Run ``work`` and write its changeset atomically; retried on conflicts."""
+        ...
+
+    async def events(self, case_id: str) -> list[Event]: ...
+
+    async def case(self, case_id: str) -> CaseState | None: ...
+
+    async def mark_sent(self, message_ids: Sequence[str]) -> None: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, messages: Sequence[OutMessage]) -> list[str]:
+        """Publish with confirms; returns the ids the broker confirmed."""
+        ...
+
+
+class PartnerDirectory(Protocol):
+    async def profiles(self) -> list[PartnerProfile]: ...
+
+    def open_cases(self) -> Mapping[str, int]: ...
+
+    def note_assigned(self, partner_id: str, delta: int = 1) -> None: ...
+
+
+class Clock(Protocol):
+    def __call__(self) -> dt.datetime: ...
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)

@@ -1,0 +1,1 @@
+"""OneWindow partner SDK."""

@@ -1,0 +1,113 @@
+"""Fixtures. Tests marked ``services`` talk to the real RabbitMQ and the MongoDB-compatible
+server that ``scripts/services up`` starts; each test gets its own database and AMQP
+namespace, so tests never share state."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from hub.bootstrap import Hub, start_hub
+from hub.config import Settings
+from hub.infra import topology
+from tests.support import Management, unique_settings
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def services() -> None:
+    settings = Settings()
+    missing = [
+        name
+        for name, port in (
+            ("RabbitMQ", 5672),
+            ("RabbitMQ management", 15672),
+            ("MongoDB-compatible server", 27017),
+        )
+        if not _reachable("127.0.0.1", port)
+    ]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} not reachable: run scripts/services up "
+            f"(settings: {settings.mongo_url})"
+        )
+
+
+@pytest.fixture
+def settings(services: None) -> Iterator[Settings]:
+    s = unique_settings()
+    yield s
+    Management(s).delete_namespace(s.namespace)
+
+
+@pytest.fixture
+async def hub(settings: Settings) -> AsyncIterator[Hub]:
+    h = await start_hub(settings)
+    try:
+        yield h
+    finally:
+        await h.client.drop_database(settings.mongo_db)
+        await h.close()
+
+
+@pytest.fixture
+def management(settings: Settings) -> Management:
+    return Management(settings)
+
+
+@pytest.fixture
+async def partner(hub: Hub, management: Management) -> AsyncIterator[PartnerFactory]:
+    factory = PartnerFactory(hub, management)
+    yield factory
+    for pid in factory.created:
+        management.delete_user(pid)
+
+
+class PartnerFactory:
+    """Registers partners (profile, queue, least-privilege AMQP user) for a test."""
+
+    def __init__(self, hub: Hub, management: Management) -> None:
+        self.hub = hub
+        self.management = management
+        self.created: list[str] = []
+
+    async def __call__(
+        self,
+        countries: list[str],
+        *,
+        prefix: str = "p",
+        sla_hours: float = 24,
+        max_open: int = 10_000,
+        weight: float = 1.0,
+        phases: tuple[str, ...] = ("amicable", "legal", "enforcement"),
+    ) -> str:
+        from hub.domain.routing import PartnerProfile
+        from partner_sdk.messages import Phase
+
+        pid = f"{prefix}{uuid.uuid4().hex[:6]}"
+        await self.hub.partners.upsert(
+            PartnerProfile(
+                pid,
+                frozenset(countries),
+                frozenset(Phase(p) for p in phases),
+                max_open,
+                sla_hours,
+                True,
+                weight,
+            )
+        )
+        async with self.hub.connection.channel() as ch:
+            await topology.declare_partner(ch, self.hub.topology, pid)
+        self.management.add_partner_user(pid, "pw-" + pid, self.hub.settings.namespace)
+        self.created.append(pid)
+        return pid
