@@ -18,7 +18,7 @@ from hub.infra.topology import Topology
 from hub.service import outgoing
 from hub.service.intake import IntakeService
 from hub.service.ports import OutMessage
-from hub.service.updates import LegalSteps, UpdatesService, _no_catalog
+from hub.service.updates import LegalSteps, UpdatesService
 from partner_sdk import messages as m
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,10 @@ def _reconciliation(creditor: str, batch: str) -> Any:
 
 
 def legal_steps_from_catalog() -> LegalSteps:
-    try:
-        from hub.domain.catalog import load_catalog  # type: ignore[import-not-found,unused-ignore,attr-defined]
-    except ImportError:  # catalog not installed: no check
-        return _no_catalog
-    catalog = load_catalog()
-    return lambda country: catalog.legal_steps(country)  # type: ignore[no-any-return]
+    """The legal steps of each country, from the country catalog (data files)."""
+    from hub.domain.catalog import load_catalog
+
+    return load_catalog().legal_steps
 
 
 async def open_store(
@@ -108,7 +106,11 @@ async def start_hub(settings: Settings | None = None, *, consume: bool = True) -
     """Connect, declare, index, and (with ``consume``) start consuming."""
     settings = settings or Settings()
     client, store = await open_store(settings)
-    connection = await rabbit.connect(settings.amqp_url)
+    try:
+        connection = await rabbit.connect(settings.amqp_url)
+    except BaseException:
+        await client.close()
+        raise
     topo = await declare_topology(connection, settings)
     pub_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     publisher = rabbit.RabbitPublisher(pub_channel, topo)

@@ -41,6 +41,7 @@ from partner_sdk.messages import MESSAGE_TYPES, ErrorDetail, Message
 
 __all__ = [
     "MAX_ERRORS",
+    "SCHEMAS_DIR_ENV",
     "ContractError",
     "explain",
     "pydantic_errors",
@@ -73,44 +74,6 @@ class ContractError(ValueError):
         shown = "; ".join(f"{d.path} {d.rule}: {d.message}" for d in self.details[:3])
         more = f" (+{len(self.details) - 3} more)" if len(self.details) > 3 else ""
         super().__init__(f"message does not match the contract: {shown}{more}")
-
-
-# --- loading ---------------------------------------------------------------------------
-
-
-def schemas_dir() -> Path:
-    """``$ONEWINDOW_SCHEMAS_DIR``, else the repository's ``schemas/``."""
-    configured = os.environ.get(SCHEMAS_DIR_ENV)
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[1] / "schemas"
-
-
-@functools.cache
-def _load(directory: Path, message_type: str) -> dict[str, Any]:
-    if message_type not in MESSAGE_TYPES:
-        raise KeyError(message_type)
-    path = directory / f"{message_type}.{SCHEMA_VERSION}.json"
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(schema, dict):
-        raise ValueError(f"{path}: a schema must be a JSON object")
-    Draft202012Validator.check_schema(schema)
-    return schema
-
-
-def schema_for(message_type: str) -> dict[str, Any]:
-    """The JSON Schema of a message type (a copy); ``KeyError`` for an unknown type."""
-    return copy.deepcopy(_load(schemas_dir(), message_type))
-
-
-@functools.cache
-def _validator(directory: Path, message_type: str) -> Validator:
-    return _ContractValidator(_load(directory, message_type), format_checker=_FORMAT_CHECKER)
-
-
-def validator_for(message_type: str) -> Validator:
-    """The compiled (cached) schema validator of a message type; ``KeyError`` if unknown."""
-    return _validator(schemas_dir(), message_type)
 
 
 # --- the validator: ECMA-262 "$" in patterns, date-time always checked ------------------
@@ -180,6 +143,44 @@ _FORMAT_CHECKER = _format_checker()
 _ContractValidator: type[Validator] = extend(  # type: ignore[no-untyped-call]
     Draft202012Validator, validators={"pattern": _pattern}
 )
+
+
+# --- loading ---------------------------------------------------------------------------
+
+
+def schemas_dir() -> Path:
+    """``$ONEWINDOW_SCHEMAS_DIR``, else the repository's ``schemas/``."""
+    configured = os.environ.get(SCHEMAS_DIR_ENV)
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[1] / "schemas"
+
+
+@functools.cache
+def _load(directory: Path, message_type: str) -> dict[str, Any]:
+    if message_type not in MESSAGE_TYPES:
+        raise KeyError(message_type)
+    path = directory / f"{message_type}.{SCHEMA_VERSION}.json"
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(schema, dict):
+        raise ValueError(f"{path}: a schema must be a JSON object")
+    Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def schema_for(message_type: str) -> dict[str, Any]:
+    """The JSON Schema of a message type (a copy); ``KeyError`` for an unknown type."""
+    return copy.deepcopy(_load(schemas_dir(), message_type))
+
+
+@functools.cache
+def _validator(directory: Path, message_type: str) -> Validator:
+    return _ContractValidator(_load(directory, message_type), format_checker=_FORMAT_CHECKER)
+
+
+def validator_for(message_type: str) -> Validator:
+    """The compiled (cached) schema validator of a message type; ``KeyError`` if unknown."""
+    return _validator(schemas_dir(), message_type)
 
 
 # --- explaining ------------------------------------------------------------------------

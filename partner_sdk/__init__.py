@@ -1,1 +1,79 @@
-"""OneWindow partner SDK."""
+"""OneWindow partner SDK: receive case assignments from the hub and report on the cases.
+
+``PartnerClient`` (asyncio) and ``SyncPartnerClient`` (blocking) connect with the
+partner's own AMQP user; the message models are the hub's contract v1
+(``partner_sdk.messages``); every exception derives from ``PartnerSDKError``.
+"""
+
+from partner_sdk.client import Delivery, DeliveryStream, HubMessage, PartnerClient, RecentIds
+from partner_sdk.errors import (
+    ConnectionFailed,
+    HubError,
+    InvalidMessage,
+    PartnerSDKError,
+    PublishFailed,
+)
+from partner_sdk.messages import (
+    ActivityKind,
+    ActivityOutcome,
+    CaseAccepted,
+    CaseActivity,
+    CaseAssigned,
+    CaseClosed,
+    CaseDeclined,
+    CaseDispute,
+    CaseLegalStep,
+    CasePayment,
+    CasePromise,
+    CaseRecalled,
+    CloseCode,
+    DocumentAdded,
+    DocumentKind,
+    ErrorDetail,
+    ErrorReply,
+    Installment,
+    Message,
+    Phase,
+    SettlementDecided,
+    SettlementProposed,
+)
+from partner_sdk.sync import SyncDelivery, SyncPartnerClient
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityKind",
+    "ActivityOutcome",
+    "CaseAccepted",
+    "CaseActivity",
+    "CaseAssigned",
+    "CaseClosed",
+    "CaseDeclined",
+    "CaseDispute",
+    "CaseLegalStep",
+    "CasePayment",
+    "CasePromise",
+    "CaseRecalled",
+    "CloseCode",
+    "ConnectionFailed",
+    "Delivery",
+    "DeliveryStream",
+    "DocumentAdded",
+    "DocumentKind",
+    "ErrorDetail",
+    "ErrorReply",
+    "HubError",
+    "HubMessage",
+    "Installment",
+    "InvalidMessage",
+    "Message",
+    "PartnerClient",
+    "PartnerSDKError",
+    "Phase",
+    "PublishFailed",
+    "RecentIds",
+    "SettlementDecided",
+    "SettlementProposed",
+    "SyncDelivery",
+    "SyncPartnerClient",
+]

@@ -16,7 +16,7 @@ COUNTRIES: frozenset[str] = frozenset(
     NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD
     SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO
     TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
-    """.split()
+    """.split()  # noqa: SIM905
 )
 
 CURRENCIES: frozenset[str] = frozenset(
@@ -29,5 +29,5 @@ CURRENCIES: frozenset[str] = frozenset(
     PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP
     SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAD
     XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
-    """.split()
+    """.split()  # noqa: SIM905
 )

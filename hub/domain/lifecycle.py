@@ -344,7 +344,9 @@ def report(
         )
     if isinstance(msg, m.CaseLegalStep):
         _check_legal_step(state, msg, legal_steps)
-    if isinstance(msg, m.SettlementProposed) and msg.settlement_id in state.pending_settlements:
+    if isinstance(msg, m.SettlementProposed) and (
+        msg.settlement_id in state.pending_settlements or msg.settlement_id in state.settlement_ids
+    ):
         raise InvalidCommand(
             f"settlement {msg.settlement_id} is already proposed on case {case_id}",
             case_id=case_id,
@@ -471,7 +473,9 @@ def _apply_work(s: CaseState, event: Event) -> CaseState:
         s = s.replace(collected=add_money(s.collected, d["amount"]))
     elif k is EventKind.SETTLEMENT_PROPOSED:
         pending = {**s.pending_settlements, d["settlement_id"]: dict(d)}
-        s = s.replace(pending_settlements=pending)
+        s = s.replace(
+            pending_settlements=pending, settlement_ids=(*s.settlement_ids, d["settlement_id"])
+        )
     elif k is EventKind.LEGAL_STEP:
         s = s.replace(phase=Phase(d["phase"]))
     return s

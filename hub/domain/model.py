@@ -106,6 +106,8 @@ class CaseState:
     collected: str = "0"
     promised: str = "0"
     pending_settlements: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Every settlement id ever proposed on this case; an id is never reused.
+    settlement_ids: tuple[str, ...] = ()
     #: Partners that declined this case; routing passes them over.
     declined_by: tuple[str, ...] = ()
     close_code: str | None = None
@@ -179,9 +181,14 @@ def as_of(
     by what had happened by then (axis ``occurred``). Events fold in recording order."""
     if axis not in ("recorded", "occurred"):
         raise ValueError(f"axis must be 'recorded' or 'occurred', not {axis!r}")
-    chosen = [
-        e
-        for e in sorted(events, key=lambda e: e.seq)
-        if (e.recorded_at if axis == "recorded" else e.occurred_at) <= moment
-    ]
+    chosen: list[Event] = []
+    latest: dt.datetime | None = None
+    for e in sorted(events, key=lambda e: e.seq):
+        stamp = e.recorded_at if axis == "recorded" else e.occurred_at
+        # An event counts as no earlier than the one before it (a back-dated report
+        # cannot precede the case it reports on), so a prefix of the log is folded.
+        latest = stamp if latest is None else max(latest, stamp)
+        if latest > moment:
+            break
+        chosen.append(e)
     return fold(chosen)

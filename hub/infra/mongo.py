@@ -28,16 +28,21 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, 
 
 from hub.domain.model import WITH_PARTNER, CaseState, Event, EventKind, Lifecycle
 from hub.domain.routing import PartnerProfile
-from hub.service.ports import Changeset, OutMessage, Tx
+from hub.service.ports import Changeset, OutMessage, StoreError, Tx
 from partner_sdk.messages import Phase
 
 log = logging.getLogger(__name__)
 
 Doc = dict[str, Any]
 
-
-class StoreError(Exception):
-    """The store could not complete a transaction (after retries)."""
+__all__ = [
+    "GridFSDocuments",
+    "MongoPartnerDirectory",
+    "MongoStore",
+    "StoreError",
+    "connect",
+    "ensure_indexes",
+]
 
 
 class _Conflict(Exception):
@@ -56,6 +61,7 @@ def case_to_doc(state: CaseState) -> Doc:
     doc["claims"] = {k: dict(v) for k, v in state.claims.items()}
     doc["pending_settlements"] = {k: dict(v) for k, v in state.pending_settlements.items()}
     doc["declined_by"] = list(state.declined_by)
+    doc["settlement_ids"] = list(state.settlement_ids)
     # derived, for queries and the dashboard
     doc["total"] = str(state.total)
     doc["debtor_name"] = state.debtor.get("name")
@@ -74,6 +80,7 @@ def case_from_doc(doc: Mapping[str, Any]) -> CaseState:
     values["lifecycle"] = Lifecycle(doc["lifecycle"])
     values["phase"] = Phase(doc["phase"])
     values["declined_by"] = tuple(doc.get("declined_by", ()))
+    values["settlement_ids"] = tuple(doc.get("settlement_ids", ()))
     return CaseState(**values)
 
 
@@ -339,6 +346,12 @@ class MongoStore:
                 return await session.with_transaction(callback)
         except (DuplicateKeyError, OperationFailure) as e:
             log.info("batch %s/%s reconciled elsewhere: %s", creditor_id, batch_id, e)
+            if await self.db.batches.find_one({"_id": f"{creditor_id}:{batch_id}"}, {"_id": 1}):
+                # Late messages counted after the summary: the batch stays closed.
+                await self.db.batch_counts.update_many(
+                    {"creditor_id": creditor_id, "batch_id": batch_id},
+                    {"$set": {"reconciled": True}},
+                )
             return None
 
 
@@ -466,5 +479,15 @@ async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
 
 
 def connect(url: str) -> AsyncMongoClient[Doc]:
-    """A client with aware UTC datetimes; connects lazily (nothing happens at import)."""
-    return AsyncMongoClient(url, tz_aware=True, serverSelectionTimeoutMS=10_000, retryWrites=True)
+    """A client with aware UTC datetimes; connects lazily (nothing happens at import).
+
+    Writes are acknowledged by a majority and journaled: a batch acknowledged to the
+    broker must survive the database being killed a moment later."""
+    return AsyncMongoClient(
+        url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=10_000,
+        retryWrites=True,
+        w="majority",
+        journal=True,
+    )

@@ -31,7 +31,6 @@ from aio_pika.abc import (
 )
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from hub.infra.mongo import StoreError
 from hub.infra.topology import Topology
 from hub.service.ports import Incoming, OutMessage
 
@@ -43,7 +42,6 @@ MarkSent = Callable[[Sequence[str]], Awaitable[None]]
 #: Failures of infrastructure: wait and retry the same batch, do not blame the messages.
 TRANSIENT: tuple[type[BaseException], ...] = (
     ConnectionFailure,
-    StoreError,
     aio_pika.exceptions.AMQPConnectionError,
     asyncio.TimeoutError,
 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,7 +36,13 @@ from . import outgoing
 from .placement import place
 from .ports import Changeset, Clock, OutMessage, PartnerDirectory, Store, Tx, utcnow
 
-__all__ = ["CaseQueries", "Coordinator", "MongoCaseQueries", "Settlement"]
+__all__ = [
+    "CaseQueries",
+    "Coordinator",
+    "InMemoryCaseQueries",
+    "MongoCaseQueries",
+    "Settlement",
+]
 
 #: Where the query answers stop: the coordinator reads them on a screen.
 DEFAULT_LIMIT = 200
@@ -115,6 +121,57 @@ class MongoCaseQueries:
         return await self._states(self.db.cases.find(query).sort("_id", 1).limit(limit))
 
 
+class InMemoryCaseQueries:
+    """``CaseQueries`` over case states held in memory (e.g. ``InMemoryStore.cases``),
+    with the semantics of ``MongoCaseQueries``."""
+
+    def __init__(self, source: Callable[[], Iterable[CaseState]]) -> None:
+        self.source = source
+
+    def _sorted(self, keep: Callable[[CaseState], bool], limit: int) -> list[CaseState]:
+        return sorted((s for s in self.source() if keep(s)), key=lambda s: s.case_id)[:limit]
+
+    async def overdue(self, now: dt.datetime, limit: int) -> list[CaseState]:
+        late = [
+            s
+            for s in self.source()
+            if s.lifecycle is Lifecycle.ASSIGNED and s.accept_by is not None and s.accept_by < now
+        ]
+        return sorted(late, key=lambda s: (s.accept_by or now, s.case_id))[:limit]
+
+    async def with_pending_settlements(self, limit: int) -> list[CaseState]:
+        return self._sorted(lambda s: s.is_open and bool(s.pending_settlements), limit)
+
+    async def find(self, text: str, limit: int) -> list[CaseState]:
+        text = text.strip()
+        if not text:
+            return []
+        folded = text.casefold()
+
+        def match(s: CaseState) -> bool:
+            name = str(s.debtor.get("name") or "")
+            return s.case_id == text or text in s.claims or name.casefold().startswith(folded)
+
+        return self._sorted(match, limit)
+
+    async def list(
+        self,
+        *,
+        lifecycle: str | None,
+        partner_id: str | None,
+        country: str | None,
+        limit: int,
+    ) -> list[CaseState]:
+        return self._sorted(
+            lambda s: (
+                (lifecycle is None or s.lifecycle.value == lifecycle)
+                and (partner_id is None or s.partner_id == partner_id)
+                and (country is None or s.country == country.upper())
+            ),
+            limit,
+        )
+
+
 @dataclass(frozen=True)
 class Settlement:
     """A settlement offer waiting for the coordinator's decision."""
@@ -138,7 +195,7 @@ class Coordinator:
         self.store = store
         self.partners = partners
         self.clock = clock
-        if queries is None:
+        if queries is None:  # the MongoDB store: query its cases collection
             db = getattr(store, "db", None)
             if db is None:
                 raise TypeError("pass queries=... for a store without a MongoDB database")

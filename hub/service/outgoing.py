@@ -140,4 +140,4 @@ def error_reply(
         errors=list(errors)[:50],
         occurred_at=now,
     )
-    return _to_partner(partner_id, body, f"err:{in_reply_to}", case_id, now)
+    return _to_partner(partner_id, body, f"err:{partner_id}:{in_reply_to}", case_id, now)

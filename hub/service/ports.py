@@ -17,6 +17,10 @@ from hub.domain.routing import PartnerProfile
 T = TypeVar("T")
 
 
+class StoreError(Exception):
+    """The store could not complete a transaction, even after retrying its conflicts."""
+
+
 @dataclass(frozen=True)
 class Incoming:
     """One AMQP delivery as the service layer sees it."""

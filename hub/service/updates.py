@@ -78,6 +78,12 @@ class _Parsed:
     def case_id(self) -> str | None:
         return getattr(self.model, "case_id", None)
 
+    @property
+    def key(self) -> str:
+        """Inbox key: message ids are unique per sender, not across partners, so that
+        one partner cannot shadow another's reports by reusing its ids."""
+        return f"partner:{self.sender or '-'}:{self.message_id}"
+
 
 class UpdatesService:
     def __init__(
@@ -201,11 +207,11 @@ class _UpdatesRun:
         self.touched: dict[str, None] = {}
 
     async def run(self, parsed: Sequence[_Parsed]) -> Changeset:
-        seen = await self.tx.seen(p.message_id for p in parsed)
+        seen = await self.tx.seen(p.key for p in parsed)
         fresh = []
         for p in parsed:
-            if p.message_id not in seen:
-                seen.add(p.message_id)
+            if p.key not in seen:
+                seen.add(p.key)
                 fresh.append(p)
         ids = {cid for p in fresh if (cid := p.case_id)}
         self.cases = dict(await self.tx.cases(ids))
@@ -259,7 +265,10 @@ class _UpdatesRun:
         after = self.cases[case_id]
         if after.lifecycle is Lifecycle.DECLINED:
             self.deltas[p.sender] = self.deltas.get(p.sender, 0) - 1
-            counts = {k: v + self.deltas.get(k, 0) for k, v in self.open_cases.items()}
+            counts = {
+                k: self.open_cases.get(k, 0) + self.deltas.get(k, 0)
+                for k in self.open_cases.keys() | self.deltas.keys()
+            }
             placed = place(after, self.profiles, counts, self.now)
             if placed.events:
                 self._apply(case_id, after, placed.events)
@@ -280,7 +289,8 @@ class _UpdatesRun:
     def _inbox(self, p: _Parsed, status: str, case_id: str | None) -> None:
         self.cs.inbox.append(
             {
-                "_id": p.message_id,
+                "_id": p.key,
+                "message_id": p.message_id,
                 "queue": "hub.partner-updates",
                 "type": p.type[:64],
                 "sender": p.sender,
@@ -303,7 +313,7 @@ class _UpdatesRun:
         self._inbox(p, "refused", case_id)
         self.cs.rejections.append(
             {
-                "_id": f"partner:{p.message_id}",
+                "_id": p.key,
                 "source": "partner",
                 "sender": p.sender,
                 "message_id": p.message_id,
