@@ -292,8 +292,22 @@ class MongoStore:
     # -- batches ------------------------------------------------------------------------
 
     async def open_batches(self) -> list[tuple[str, str]]:
+        """Batches not yet summarised. Counts of late messages (a re-sent claim of a batch
+        already reconciled) are closed here, so a reconciled batch stays closed."""
         cursor = self.db.batch_counts.find({"reconciled": False}, {"creditor_id": 1, "batch_id": 1})
-        return sorted({(d["creditor_id"], d["batch_id"]) async for d in cursor})
+        keys = {(d["creditor_id"], d["batch_id"]) async for d in cursor}
+        if not keys:
+            return []
+        done_cursor = self.db.batches.find(
+            {"_id": {"$in": [f"{c}:{b}" for c, b in keys]}}, {"creditor_id": 1, "batch_id": 1}
+        )
+        done = {(d["creditor_id"], d["batch_id"]) async for d in done_cursor}
+        for creditor_id, batch_id in done:
+            await self.db.batch_counts.update_many(
+                {"creditor_id": creditor_id, "batch_id": batch_id, "reconciled": False},
+                {"$set": {"reconciled": True}},
+            )
+        return sorted(keys - done)
 
     async def reconcile(
         self,

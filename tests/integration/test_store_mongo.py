@@ -39,13 +39,6 @@ class TestMongoStore(StoreContract):
             await client.drop_database(name)
             await client.close()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG hub/infra/mongo.py: batch counts are kept per worker id; a message of an "
-        "already reconciled batch counted by another worker (or after a restart: new worker "
-        "id) upserts a doc with reconciled=False, so open_batches() lists the batch forever "
-        "and every relay poll re-runs reconcile() into a DuplicateKeyError",
-    )
     async def test_a_reconciled_batch_stays_closed_after_a_restart(
         self, store: ContractStore
     ) -> None:

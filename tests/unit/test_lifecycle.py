@@ -660,11 +660,6 @@ def test_as_of_on_the_occurred_axis() -> None:
         as_of(story.events, at(44), axis="valid")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG hub/domain/model.py as_of: on the occurred axis a report the partner dates "
-    "before the case was created is folded without the case's first event -> KeyError 'case'",
-)
 def test_as_of_occurred_before_a_backdated_report() -> None:
     story = reach(L.ACCEPTED)
     backdated = m.CaseActivity(
@@ -686,12 +681,6 @@ def test_domain_errors_carry_the_case_id() -> None:
     assert state.case_id in refused.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG hub/domain/lifecycle.py report(): a settlement id already decided can be "
-    "proposed again; its second decision reuses outbox id std:<case>:<settlement> and the "
-    "store then conflicts on every retry",
-)
 def test_a_decided_settlement_cannot_be_proposed_again() -> None:
     story = reach(L.IN_PROGRESS)
     story.report(REPORTS["settlement.proposed"](story.state, at(30)))
