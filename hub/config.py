@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     #: Deliveries of one message before the broker dead-letters it (quorum queues).
     delivery_limit: int = Field(default=5, ge=1, le=100)
     #: Unsent outbox entries older than this are republished by the relay.
-    outbox_grace_s: float = Field(default=5.0, ge=0.1)
+    outbox_grace_s: float = Field(default=10.0, ge=0.1)
     outbox_poll_s: float = Field(default=2.0, ge=0.1)
     #: Largest body accepted on hub.claims (bytes); document messages have their own cap.
     max_claim_bytes: int = 64 * 1024

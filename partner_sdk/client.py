@@ -197,8 +197,11 @@ class Delivery:
         # A failure here means the channel was lost: the broker delivers the message
         # again, and the client drops that copy as already handled (unless requeued).
         await _quietly(self._raw, how, requeue=requeue)
-        for copy in self._copies:  # copies are redundant whatever happened to the first
-            await _quietly(copy, "ack", requeue=False)
+        # Copies of the same message id (a hub retry, or the redelivery after a lost
+        # channel) follow the first: back to the queue with it, or acknowledged. One
+        # requeued copy then comes back as a new delivery and the others join it.
+        for copy in self._copies:
+            await _quietly(copy, "reject" if requeue else "ack", requeue=requeue)
         self._client._settled(self, handled=not requeue)
 
 
@@ -209,7 +212,7 @@ async def _quietly(raw: _Raw, how: str, *, requeue: bool) -> None:
         else:
             await raw.reject(requeue=requeue)
     except _AMQP_ERRORS as e:
-        log.warning("could not %s message %s (%s): %r", how, raw.message_id, raw.type, e)
+        log.warning("could not %s message %s (%s): %s", how, raw.message_id, raw.type, _text(e))
 
 
 class DeliveryStream:
@@ -317,7 +320,7 @@ class PartnerClient:
             )
         except _AMQP_ERRORS as e:
             raise ConnectionFailed(
-                f"partner {self.partner_id} could not connect to the hub's broker: {e!r}"
+                f"partner {self.partner_id} could not connect to the hub's broker: {_text(e)}"
             ) from e
         try:
             publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -329,7 +332,7 @@ class PartnerClient:
         except _AMQP_ERRORS as e:
             await connection.close()
             raise ConnectionFailed(
-                f"partner {self.partner_id} could not open queue {self.queue_name}: {e!r} "
+                f"partner {self.partner_id} could not open queue {self.queue_name}: {_text(e)} "
                 "(is the partner registered, and the namespace right?)"
             ) from e
         self._connection = connection
@@ -441,7 +444,7 @@ class PartnerClient:
             )
         except _AMQP_ERRORS as e:
             raise PublishFailed(
-                f"{report.TYPE} {mid} of partner {self.partner_id} was not confirmed: {e!r}; "
+                f"{report.TYPE} {mid} of partner {self.partner_id} was not confirmed: {_text(e)}; "
                 "retry with the same message_id",
                 message_id=mid,
                 message_type=report.TYPE,
@@ -744,6 +747,14 @@ def _json(value: object) -> object:
     if isinstance(value, enum.Enum):
         return value.value
     raise TypeError(f"{type(value).__name__} {value!r} cannot be sent")
+
+
+def _text(e: BaseException) -> str:
+    """An exception as text; some of aiormq's fail to format themselves."""
+    try:
+        return repr(e)
+    except Exception:
+        return type(e).__name__
 
 
 def _money(value: object) -> object:

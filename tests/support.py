@@ -24,7 +24,7 @@ def unique_settings(**overrides: Any) -> Settings:
         "mongo_db": f"test_{tag}",
         "namespace": f"t{tag}.",
         "batch_wait_ms": 5,
-        "outbox_grace_s": 1.0,
+        "outbox_grace_s": 3.0,
         "outbox_poll_s": 0.5,
     }
     values.update(overrides)

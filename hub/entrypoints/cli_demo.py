@@ -146,8 +146,13 @@ class SimulatedPartner:
                     routing_key=f"{self.partner_id}.{step.type}",
                 )
             except Exception as e:  # the demo goes on; the case will not settle
-                log.warning("partner %s: %s on case %s failed: %r", self.partner_id,
-                            step.type, assigned.case_id, e)  # fmt: skip
+                log.warning(
+                    "partner %s: %s on case %s failed: %r",
+                    self.partner_id,
+                    step.type,
+                    assigned.case_id,
+                    e,
+                )
                 return
             self.activity.sent[step.type] += 1
 
@@ -210,8 +215,14 @@ async def snapshot(hub: Hub, case_ids: list[str], simulated: set[str]) -> Snapsh
     db = hub.store.db
     for start in range(0, len(case_ids), 500):
         chunk = case_ids[start : start + 500]
-        projection = {"lifecycle": 1, "partner_id": 1, "currency": 1, "total": 1,
-                      "collected": 1, "close_code": 1}  # fmt: skip
+        projection = {
+            "lifecycle": 1,
+            "partner_id": 1,
+            "currency": 1,
+            "total": 1,
+            "collected": 1,
+            "close_code": 1,
+        }
         async for doc in db.cases.find({"_id": {"$in": chunk}}, projection):
             lifecycle = Lifecycle(doc["lifecycle"])
             snap.lifecycle[lifecycle.value] += 1
@@ -368,8 +379,10 @@ async def run_demo(
     cases, _ = importer.group_cases(importer.read_rows(batch, creditor_id=DEMO_CREDITOR))
     case_ids = list(cases)
 
-    console.print(f"[bold]starting the hub[/] (namespace {settings.namespace or '-'}, "
-                  f"database {settings.mongo_db})")  # fmt: skip
+    console.print(
+        f"[bold]starting the hub[/] (namespace {settings.namespace or '-'}, "
+        f"database {settings.mongo_db})"
+    )
     hub = await start_hub(settings)
     activity = Activity()
     partners: list[SimulatedPartner] = []
@@ -424,8 +437,9 @@ async def run_demo(
                     ),
                     refresh=True,
                 )
-                if publishing.done() and publishing.exception() is not None:
-                    raise publishing.exception()  # type: ignore[misc]
+                failure = publishing.exception() if publishing.done() else None
+                if failure is not None:
+                    raise failure
                 settled = (
                     publishing.done()
                     and inbox.receipts.reconciled is not None
@@ -474,8 +488,18 @@ def _describe(event: Event) -> str:
         c = d["claim"]
         total = Decimal(c["principal"]) + Decimal(c["interest"]) + Decimal(c["fees"])
         return f"invoice {c['invoice_number']} {total:,.2f}"
-    keys = ("partner_id", "reason", "kind", "outcome", "amount", "currency", "due_date",
-            "close_code", "note", "invoice_number")  # fmt: skip
+    keys = (
+        "partner_id",
+        "reason",
+        "kind",
+        "outcome",
+        "amount",
+        "currency",
+        "due_date",
+        "close_code",
+        "note",
+        "invoice_number",
+    )
     return ", ".join(f"{k}={d[k]}" for k in keys if d.get(k) not in (None, ""))[:90]
 
 

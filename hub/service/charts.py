@@ -59,7 +59,7 @@ def bar_chart(
     """One bar per key; ``percent`` shows values (fractions) as percentages."""
     body: list[str] = []
     items = list(values.items())
-    left, top, bottom = 40, 28, 40
+    left, top, bottom = 40, 40, 40
     plot_h = height - top - bottom
     top_value = max([float(v) for _, v in items] + [0.0]) or 1.0
     if percent:
@@ -104,7 +104,7 @@ def stacked_bars(
     with a legend."""
     series = sorted({k for inner in rows.values() for k in inner})
     colors = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(series)}
-    left, top, bottom = 40, 28, 56
+    left, top, bottom = 40, 40, 56
     plot_h = height - top - bottom
     totals = {k: sum(float(v) for v in inner.values()) for k, inner in rows.items()}
     top_value = max([*totals.values(), 0.0]) or 1.0
@@ -153,7 +153,7 @@ def line_chart(
     percent: bool = True,
 ) -> str:
     """One polyline per key over x = 0, 1, 2, ...; ``None`` points are skipped."""
-    left, top, bottom = 44, 28, 60
+    left, top, bottom = 44, 36, 60
     plot_w, plot_h = width - left - 12, height - top - bottom
     n = max([len(v) for v in lines.values()] + [1])
     top_value = max([float(p) for v in lines.values() for p in v if p is not None] + [0.0])

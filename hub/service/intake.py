@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_TYPES = (m.ClaimPlaced.TYPE, m.ClaimAmended.TYPE, m.ClaimWithdrawn.TYPE)
 _BATCH_FIELDS = frozenset({"batch_id", "batch_size"})
+_HEADER_FIELDS = frozenset({"creditor_id", "batch_id", "batch_size"})
 
 
 def message_id_of(msg: Incoming) -> str:
@@ -132,7 +133,12 @@ class IntakeService:
             else:
                 assert isinstance(parsed, m.ClaimPlaced | m.ClaimWithdrawn)
                 model = parsed
-        raw = _raw_fields(msg.body) if model is None else {}
+        raw: dict[str, Any] = {}
+        if model is None:
+            # An unreadable row of an import still belongs to its batch: the importer puts
+            # the batch in the AMQP headers, so the batch can be reconciled all the same.
+            headers = {k: v for k, v in (msg.headers or {}).items() if k in _HEADER_FIELDS}
+            raw = {**_raw_fields(orjson.dumps(headers, default=str)), **_raw_fields(msg.body)}
         return _Parsed(msg, mid, model, errors, raw)
 
     # -- the transaction ----------------------------------------------------------------

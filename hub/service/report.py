@@ -102,7 +102,7 @@ class Table:
     name: str
     title: str
     columns: tuple[str, ...]
-    rows: list[tuple[Cell, ...]]
+    rows: Sequence[tuple[Cell, ...]]
     group: tuple[str, ...] = ()
     currency: str | None = "currency"
     notes: str = ""
@@ -368,7 +368,8 @@ def to_xlsx(k: Kpis) -> bytes:
     from openpyxl.styles import Font
 
     wb = Workbook()
-    wb.remove(wb.active)  # type: ignore[arg-type]
+    if wb.active is not None:
+        wb.remove(wb.active)
     sheets = {}
     for t in tables_of(k):
         ws = wb.create_sheet(t.name[:31])
@@ -396,15 +397,8 @@ def to_xlsx(k: Kpis) -> bytes:
         width = max(len(c.collected) for c in k.vintage_curves)
         ws.append(["months_after", *(f"{c.month} {c.currency}" for c in k.vintage_curves)])
         for i in range(width):
-            ws.append(
-                [
-                    i,
-                    *(
-                        float(c.rates[i]) if i < len(c.rates) and c.rates[i] is not None else None
-                        for c in k.vintage_curves
-                    ),
-                ]
-            )
+            points = [c.rates[i] if i < len(c.rates) else None for c in k.vintage_curves]
+            ws.append([i, *(None if p is None else float(p) for p in points)])
         chart = LineChart()
         chart.title = "Recovery by placement month"
         chart.x_axis.title = "months after placement"

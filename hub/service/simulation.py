@@ -35,6 +35,7 @@ __all__ = [
     "build_report",
     "generate_sample",
     "partner_steps",
+    "sample_countries",
 ]
 
 DEMO_CREDITOR = "flexspace"

@@ -208,9 +208,6 @@ async def test_worker_killed_twice_mid_batch(
     assert set(ids_per_case) == set(partner_of)
     assert {len(v) for v in ids_per_case.values()} == {1}
 
-    relay_lines = sum(
-        log.read_text(errors="replace").count("publishing after commit failed") for log in w.logs
-    )
     print(
         f"\ncrash test: {TOTAL} claims sent (published in {t_published - t0:.1f} s), "
         f"worker killed at inbox {kills[0][0]} and {kills[1][0]} "
@@ -218,6 +215,5 @@ async def test_worker_killed_twice_mid_batch(
         f"{t_done - t_published:.1f} s; {len(docs)} cases, {len(receipts)} distinct receipts "
         f"({len(receipts_raw)} delivered), {len(ids_per_case)} assignments; redelivered "
         f"duplicates (same id, identical bytes): {receipt_copies} receipts, "
-        f"{assignment_copies} assignments, {reconciled_copies} reconciliations; "
-        f"{relay_lines} failed post-commit publishes logged"
+        f"{assignment_copies} assignments, {reconciled_copies} reconciliations"
     )

@@ -480,3 +480,23 @@ async def test_a_batch_is_counted_and_reconciled_once(
     # a message id seen before is not counted twice
     await intake.handle([first[0]])
     assert store.batch_counts[(CREDITOR, "B-2026-10")]["received"] == 5
+
+
+async def test_an_unreadable_row_still_counts_in_its_batch(
+    intake: IntakeService, store: InMemoryStore
+) -> None:
+    """The importer sends a row it cannot map as raw bytes with its batch in the headers."""
+    raw = Incoming(
+        body=b"INV-9,not,a,claim",
+        message_id="row-9",
+        type="claim.placed",
+        routing_key="claim.placed",
+        content_type="application/json",
+        headers={"creditor_id": CREDITOR, "batch_id": "B-RAW", "batch_size": 1},
+    )
+    [receipt] = await intake.handle([raw])
+    body = m.ClaimReceipt.model_validate_json(receipt.body)
+    assert body.status is ReceiptStatus.REJECTED
+    assert body.batch_id == "B-RAW"
+    assert store.batch_counts[(CREDITOR, "B-RAW")]["rejected"] == 1
+    assert store.batch_counts[(CREDITOR, "B-RAW")]["expected"] == 1

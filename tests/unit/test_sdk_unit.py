@@ -357,8 +357,11 @@ async def test_a_requeued_delivery_comes_back() -> None:
     raw = error_reply("r2")
     delivery = await client._receive(raw)
     assert delivery is not None
+    copy = error_reply("r2")
+    assert await client._receive(copy) is None
     await delivery.reject(requeue=True)
     assert raw.settled == ["requeue"]
+    assert copy.settled == ["requeue"]  # a copy goes back with it, not lost
     again = error_reply("r2")
     assert await client._receive(again) is not None
     assert again.settled == []
