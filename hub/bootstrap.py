@@ -129,6 +129,7 @@ async def start_hub(settings: Settings | None = None, *, consume: bool = True) -
     )
     if not consume:
         return hub
+    in_flight = rabbit.InFlight()
     intake = IntakeService(
         store,
         partners,
@@ -157,6 +158,7 @@ async def start_hub(settings: Settings | None = None, *, consume: bool = True) -
             batch_max=settings.batch_max,
             batch_wait_ms=settings.batch_wait_ms,
             name=name,
+            in_flight=in_flight,
         )
         await consumer.start()
         hub.consumers.append(consumer)
@@ -167,6 +169,8 @@ async def start_hub(settings: Settings | None = None, *, consume: bool = True) -
         grace_s=settings.outbox_grace_s,
         poll_s=settings.outbox_poll_s,
         reconcile=hub.reconcile_batches,
+        orphan_s=settings.outbox_orphan_s,
+        in_flight=in_flight,
     )
     hub.relay.start()
     log.info(

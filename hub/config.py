@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     #: Unsent outbox entries older than this are republished by the relay.
     outbox_grace_s: float = Field(default=10.0, ge=0.1)
     outbox_poll_s: float = Field(default=2.0, ge=0.1)
+    #: Another writer's unsent entries are taken over after this long (writer presumed gone).
+    outbox_orphan_s: float = Field(default=30.0, ge=0.1)
     #: Largest body accepted on hub.claims (bytes); document messages have their own cap.
     max_claim_bytes: int = 64 * 1024
     max_update_bytes: int = 28 * 1024 * 1024

@@ -215,6 +215,18 @@ async def _quietly(raw: _Raw, how: str, *, requeue: bool) -> None:
         log.warning("could not %s message %s (%s): %s", how, raw.message_id, raw.type, _text(e))
 
 
+class _RobustConnection(aio_pika.RobustConnection):
+    """Closes itself when the first connect fails: aio-pika would otherwise schedule the
+    close from ``__del__``, which warns when that runs off the loop's thread."""
+
+    async def connect(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (override)
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+
 class DeliveryStream:
     """Async iterator of deliveries; ends after ``limit`` of them or ``idle_timeout`` s
     without one (both optional: by default it runs until the client disconnects)."""
@@ -317,6 +329,7 @@ class PartnerClient:
             connection = await aio_pika.connect_robust(
                 self.url,
                 client_properties={"connection_name": f"onewindow-partner-sdk:{self.partner_id}"},
+                connection_class=_RobustConnection,
             )
         except _AMQP_ERRORS as e:
             raise ConnectionFailed(

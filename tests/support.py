@@ -25,6 +25,7 @@ def unique_settings(**overrides: Any) -> Settings:
         "namespace": f"t{tag}.",
         "batch_wait_ms": 5,
         "outbox_grace_s": 3.0,
+        "outbox_orphan_s": 6.0,
         "outbox_poll_s": 0.5,
     }
     values.update(overrides)

@@ -111,9 +111,10 @@ def event_from_doc(d: Mapping[str, Any]) -> Event:
     )
 
 
-def out_to_doc(o: OutMessage) -> Doc:
+def out_to_doc(o: OutMessage, worker_id: str | None = None) -> Doc:
     return {
         "_id": o.message_id,
+        "worker_id": worker_id,
         "exchange": o.exchange,
         "routing_key": o.routing_key,
         "type": o.type,
@@ -233,7 +234,9 @@ class MongoStore:
                 [event_to_doc(e) for e in c.events], ordered=False, session=s
             )
         if c.outbox:
-            await db.outbox.insert_many([out_to_doc(o) for o in c.outbox], ordered=False, session=s)
+            await db.outbox.insert_many(
+                [out_to_doc(o, self.worker_id) for o in c.outbox], ordered=False, session=s
+            )
         if c.rejections:
             await db.rejections.insert_many(c.rejections, ordered=False, session=s)
         if c.batch_counts:
@@ -274,12 +277,27 @@ class MongoStore:
                 {"$set": {"sent_at": dt.datetime.now(dt.UTC)}},
             )
 
-    async def unsent(self, older_than: dt.datetime, limit: int = 1000) -> list[OutMessage]:
-        cursor = (
-            self.db.outbox.find({"sent_at": None, "created_at": {"$lt": older_than}})
-            .sort("created_at", ASCENDING)
-            .limit(limit)
-        )
+    async def unsent(
+        self,
+        older_than: dt.datetime,
+        limit: int = 1000,
+        *,
+        orphaned_before: dt.datetime | None = None,
+    ) -> list[OutMessage]:
+        """Outbox entries not yet confirmed by the broker. With ``orphaned_before``, only
+        this worker's own entries older than ``older_than`` and other writers' entries
+        older than ``orphaned_before`` (their writer is presumed gone): a live worker
+        publishes its own entries right after its commit."""
+        query: Doc = {"sent_at": None, "created_at": {"$lt": older_than}}
+        if orphaned_before is not None:
+            query = {
+                "sent_at": None,
+                "$or": [
+                    {"worker_id": self.worker_id, "created_at": {"$lt": older_than}},
+                    {"created_at": {"$lt": orphaned_before}},
+                ],
+            }
+        cursor = self.db.outbox.find(query).sort("created_at", ASCENDING).limit(limit)
         return [out_from_doc(d) async for d in cursor]
 
     async def note_failed(self, message_ids: Sequence[str], error: str) -> None:
@@ -347,7 +365,7 @@ class MongoStore:
                 },
                 session=s,
             )
-            await self.db.outbox.insert_one(out_to_doc(out), session=s)
+            await self.db.outbox.insert_one(out_to_doc(out, self.worker_id), session=s)
             await self.db.batch_counts.update_many(
                 {"creditor_id": creditor_id, "batch_id": batch_id},
                 {"$set": {"reconciled": True}},

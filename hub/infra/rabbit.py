@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -117,6 +118,38 @@ class RabbitPublisher:
         return confirmed
 
 
+class InFlight:
+    """Outbox ids this process has committed and is publishing (or just published).
+
+    The relay leaves them alone: without this, an entry whose publish is slower than
+    the relay's grace period would be published twice. Ids stay here for ``linger_s``
+    after they are marked sent, as the relay's query may still see them unsent."""
+
+    def __init__(self, linger_s: float = 60.0) -> None:
+        self.linger_s = linger_s
+        self._busy: set[str] = set()
+        self._done: dict[str, float] = {}
+
+    def begin(self, ids: Sequence[str]) -> None:
+        self._busy.update(ids)
+
+    def end(self, ids: Sequence[str]) -> None:
+        now = time.monotonic()
+        self._busy.difference_update(ids)
+        for i in ids:
+            self._done[i] = now
+        if len(self._done) > 100_000 or (
+            self._done and next(iter(self._done.values())) < now - self.linger_s
+        ):
+            self._done = {k: t for k, t in self._done.items() if t >= now - self.linger_s}
+
+    def holds(self, message_id: str) -> bool:
+        if message_id in self._busy:
+            return True
+        t = self._done.get(message_id)
+        return t is not None and t >= time.monotonic() - self.linger_s
+
+
 class BatchConsumer:
     """Consumes a queue in batches: one handler call (one transaction) per batch."""
 
@@ -131,7 +164,9 @@ class BatchConsumer:
         batch_max: int,
         batch_wait_ms: int,
         name: str = "",
+        in_flight: InFlight | None = None,
     ) -> None:
+        self.in_flight = in_flight or InFlight()
         self.channel = channel
         self.queue_name = queue_name
         self.handler = handler
@@ -213,6 +248,8 @@ class BatchConsumer:
         self, batch: Sequence[AbstractIncomingMessage], outbox: list[OutMessage]
     ) -> None:
         if outbox:
+            ids = [o.message_id for o in outbox]
+            self.in_flight.begin(ids)
             try:
                 confirmed = await self.publisher.publish(outbox)
                 await self.mark_sent(confirmed)
@@ -220,6 +257,8 @@ class BatchConsumer:
                 log.warning(
                     "%s: publishing after commit failed, the relay will retry: %r", self.name, e
                 )
+            finally:
+                self.in_flight.end(ids)
         for msg in batch:
             with contextlib.suppress(Exception):  # channel gone: redelivery is deduplicated
                 await msg.ack()
@@ -262,7 +301,11 @@ class OutboxRelay:
         grace_s: float,
         poll_s: float,
         reconcile: Callable[[], Awaitable[list[OutMessage]]],
+        orphan_s: float = 30.0,
+        in_flight: InFlight | None = None,
     ) -> None:
+        self.orphan = dt.timedelta(seconds=orphan_s)
+        self.in_flight = in_flight or InFlight()
         self.store = store
         self.publisher = publisher
         self.grace = dt.timedelta(seconds=grace_s)
@@ -278,16 +321,19 @@ class OutboxRelay:
             confirmed = await self.publisher.publish(extra)
             await self.store.mark_sent(confirmed)
         while True:
-            pending = await self.store.unsent(dt.datetime.now(dt.UTC) - self.grace)
+            now = dt.datetime.now(dt.UTC)
+            found = await self.store.unsent(now - self.grace, orphaned_before=now - self.orphan)
+            pending = [o for o in found if not self.in_flight.holds(o.message_id)]
             if not pending:
                 return sent
             confirmed = await self.publisher.publish(pending)
             await self.store.mark_sent(confirmed)
-            failed = [o.message_id for o in pending if o.message_id not in set(confirmed)]
+            done = set(confirmed)
+            failed = [o.message_id for o in pending if o.message_id not in done]
             await self.store.note_failed(failed, "publish not confirmed")
             sent += len(confirmed)
             self.republished += len(confirmed)
-            if failed:
+            if failed or len(found) > len(pending):
                 return sent
 
     async def _loop(self) -> None:

@@ -173,8 +173,15 @@ class InMemoryStore:
             if entry is not None:
                 entry.sent_at = now
 
-    async def unsent(self, older_than: dt.datetime, limit: int = 1000) -> list[OutMessage]:
-        """Unsent messages created before ``older_than``, oldest first."""
+    async def unsent(
+        self,
+        older_than: dt.datetime,
+        limit: int = 1000,
+        *,
+        orphaned_before: dt.datetime | None = None,
+    ) -> list[OutMessage]:
+        """Unsent messages created before ``older_than``, oldest first. One process is the
+        only writer here, so ``orphaned_before`` (other writers' entries) changes nothing."""
         pending = [
             e.message
             for e in self.outbox.values()
