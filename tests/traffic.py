@@ -82,3 +82,47 @@ class PartnerClient:
     @staticmethod
     def new_id() -> str:
         return uuid.uuid4().hex[:12]
+
+
+# --- the dashboard, served for real --------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServedApp:
+    """An ASGI app on uvicorn in a background thread (its own event loop), on a free
+    localhost port, with its lifespan run."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread: Any = None
+
+    def start(self, within: float = 30) -> None:
+        import threading
+        import time
+
+        self.thread = threading.Thread(target=self.server.run, name="dashboard", daemon=True)
+        self.thread.start()
+        end = time.monotonic() + within
+        while not self.server.started:
+            if time.monotonic() > end or not self.thread.is_alive():
+                raise RuntimeError("the dashboard did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=15)

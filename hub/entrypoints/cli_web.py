@@ -121,7 +121,7 @@ def docs_openapi(
     """The OpenAPI document of the dashboard's HTTP API (JSON)."""
     from hub.entrypoints.web import DashboardSettings, create_app
 
-    app = create_app(DashboardSettings(dashboard_dev=True))
+    app = create_app(DashboardSettings(dashboard_dev=True), connect=False)
     _write(json.dumps(app.openapi(), indent=2), output)
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import logging
 import random
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -37,6 +38,7 @@ Doc = dict[str, Any]
 
 __all__ = [
     "GridFSDocuments",
+    "MongoCaseQueries",
     "MongoPartnerDirectory",
     "MongoStore",
     "StoreError",
@@ -260,6 +262,9 @@ class MongoStore:
 
     # -- reads outside transactions ------------------------------------------------
 
+    def case_queries(self) -> MongoCaseQueries:
+        return MongoCaseQueries(self.db)
+
     async def events(self, case_id: str) -> list[Event]:
         cursor = self.db.events.find({"case_id": case_id}).sort("seq", ASCENDING)
         return [event_from_doc(d) async for d in cursor]
@@ -385,6 +390,57 @@ class MongoStore:
                     {"$set": {"reconciled": True}},
                 )
             return None
+
+
+class MongoCaseQueries:
+    """``CaseQueries`` over the ``cases`` collection (snapshots with derived fields).
+
+    The filters are served by the indexes below (``INDEXES``).
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.db = db
+
+    async def _states(self, cursor: Any) -> list[CaseState]:
+        return [case_from_doc(d) async for d in cursor]
+
+    async def overdue(self, now: dt.datetime, limit: int) -> list[CaseState]:
+        query = {"lifecycle": Lifecycle.ASSIGNED.value, "accept_by": {"$lt": now}}
+        return await self._states(self.db.cases.find(query).sort("accept_by", 1).limit(limit))
+
+    async def with_pending_settlements(self, limit: int) -> list[CaseState]:
+        query = {"open": True, "pending_settlements": {"$exists": True, "$ne": {}}}
+        return await self._states(self.db.cases.find(query).sort("_id", 1).limit(limit))
+
+    async def find(self, text: str, limit: int) -> list[CaseState]:
+        text = text.strip()
+        if not text:
+            return []
+        query = {
+            "$or": [
+                {"_id": text},
+                {"invoice_numbers": text},
+                {"debtor_name": {"$regex": "^" + re.escape(text), "$options": "i"}},
+            ]
+        }
+        return await self._states(self.db.cases.find(query).sort("_id", 1).limit(limit))
+
+    async def list(
+        self,
+        *,
+        lifecycle: str | None,
+        partner_id: str | None,
+        country: str | None,
+        limit: int,
+    ) -> list[CaseState]:
+        query: dict[str, Any] = {}
+        if lifecycle:
+            query["lifecycle"] = lifecycle
+        if partner_id:
+            query["partner_id"] = partner_id
+        if country:
+            query["country"] = country.upper()
+        return await self._states(self.db.cases.find(query).sort("_id", 1).limit(limit))
 
 
 # --- documents ---------------------------------------------------------------------------

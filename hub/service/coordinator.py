@@ -13,8 +13,7 @@ unfit partner) raise ``hub.domain.errors.DomainError`` subclasses and change not
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,8 +38,6 @@ from .ports import Changeset, Clock, OutMessage, PartnerDirectory, Store, Tx, ut
 __all__ = [
     "CaseQueries",
     "Coordinator",
-    "InMemoryCaseQueries",
-    "MongoCaseQueries",
     "Settlement",
 ]
 
@@ -67,111 +64,6 @@ class CaseQueries(Protocol):
     ) -> list[CaseState]: ...
 
 
-class MongoCaseQueries:
-    """``CaseQueries`` over the ``cases`` collection (snapshots with derived fields).
-
-    Takes the database untyped so that the service layer does not import PyMongo; the
-    filters are plain query documents served by the indexes of ``hub.infra.mongo``.
-    """
-
-    def __init__(self, db: Any) -> None:
-        self.db = db
-
-    async def _states(self, cursor: Any) -> list[CaseState]:
-        from hub.infra.mongo import case_from_doc
-
-        return [case_from_doc(d) async for d in cursor]
-
-    async def overdue(self, now: dt.datetime, limit: int) -> list[CaseState]:
-        query = {"lifecycle": Lifecycle.ASSIGNED.value, "accept_by": {"$lt": now}}
-        return await self._states(self.db.cases.find(query).sort("accept_by", 1).limit(limit))
-
-    async def with_pending_settlements(self, limit: int) -> list[CaseState]:
-        query = {"open": True, "pending_settlements": {"$exists": True, "$ne": {}}}
-        return await self._states(self.db.cases.find(query).sort("_id", 1).limit(limit))
-
-    async def find(self, text: str, limit: int) -> list[CaseState]:
-        text = text.strip()
-        if not text:
-            return []
-        query = {
-            "$or": [
-                {"_id": text},
-                {"invoice_numbers": text},
-                {"debtor_name": {"$regex": "^" + re.escape(text), "$options": "i"}},
-            ]
-        }
-        return await self._states(self.db.cases.find(query).sort("_id", 1).limit(limit))
-
-    async def list(
-        self,
-        *,
-        lifecycle: str | None,
-        partner_id: str | None,
-        country: str | None,
-        limit: int,
-    ) -> list[CaseState]:
-        query: dict[str, Any] = {}
-        if lifecycle:
-            query["lifecycle"] = lifecycle
-        if partner_id:
-            query["partner_id"] = partner_id
-        if country:
-            query["country"] = country.upper()
-        return await self._states(self.db.cases.find(query).sort("_id", 1).limit(limit))
-
-
-class InMemoryCaseQueries:
-    """``CaseQueries`` over case states held in memory (e.g. ``InMemoryStore.cases``),
-    with the semantics of ``MongoCaseQueries``."""
-
-    def __init__(self, source: Callable[[], Iterable[CaseState]]) -> None:
-        self.source = source
-
-    def _sorted(self, keep: Callable[[CaseState], bool], limit: int) -> list[CaseState]:
-        return sorted((s for s in self.source() if keep(s)), key=lambda s: s.case_id)[:limit]
-
-    async def overdue(self, now: dt.datetime, limit: int) -> list[CaseState]:
-        late = [
-            s
-            for s in self.source()
-            if s.lifecycle is Lifecycle.ASSIGNED and s.accept_by is not None and s.accept_by < now
-        ]
-        return sorted(late, key=lambda s: (s.accept_by or now, s.case_id))[:limit]
-
-    async def with_pending_settlements(self, limit: int) -> list[CaseState]:
-        return self._sorted(lambda s: s.is_open and bool(s.pending_settlements), limit)
-
-    async def find(self, text: str, limit: int) -> list[CaseState]:
-        text = text.strip()
-        if not text:
-            return []
-        folded = text.casefold()
-
-        def match(s: CaseState) -> bool:
-            name = str(s.debtor.get("name") or "")
-            return s.case_id == text or text in s.claims or name.casefold().startswith(folded)
-
-        return self._sorted(match, limit)
-
-    async def list(
-        self,
-        *,
-        lifecycle: str | None,
-        partner_id: str | None,
-        country: str | None,
-        limit: int,
-    ) -> list[CaseState]:
-        return self._sorted(
-            lambda s: (
-                (lifecycle is None or s.lifecycle.value == lifecycle)
-                and (partner_id is None or s.partner_id == partner_id)
-                and (country is None or s.country == country.upper())
-            ),
-            limit,
-        )
-
-
 @dataclass(frozen=True)
 class Settlement:
     """A settlement offer waiting for the coordinator's decision."""
@@ -195,12 +87,12 @@ class Coordinator:
         self.store = store
         self.partners = partners
         self.clock = clock
-        if queries is None:  # the MongoDB store: query its cases collection
-            db = getattr(store, "db", None)
-            if db is None:
-                raise TypeError("pass queries=... for a store without a MongoDB database")
-            queries = MongoCaseQueries(db)
-        self.queries = queries
+        if queries is None:  # the store's own: MongoStore and InMemoryStore provide them
+            factory = getattr(store, "case_queries", None)
+            if factory is None:
+                raise TypeError("pass queries=... for a store without case_queries()")
+            queries = factory()
+        self.queries: CaseQueries = queries
 
     # -- commands ----------------------------------------------------------------------
 

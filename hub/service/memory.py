@@ -23,12 +23,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hub.domain.model import WITH_PARTNER, CaseState, Event
+from hub.domain.model import WITH_PARTNER, CaseState, Event, Lifecycle
 from hub.domain.routing import PartnerProfile
 from hub.service.ports import Changeset, Clock, OutMessage, StoreError, Tx, utcnow
 
 __all__ = [
     "FakeClock",
+    "InMemoryCaseQueries",
     "InMemoryDocuments",
     "InMemoryPartnerDirectory",
     "InMemoryStore",
@@ -155,6 +156,9 @@ class InMemoryStore:
                     entry[name] = int(entry.get(name, 0)) + n
 
     # -- reads outside transactions -----------------------------------------------------
+
+    def case_queries(self) -> InMemoryCaseQueries:
+        return InMemoryCaseQueries(lambda: self.cases.values())
 
     async def events(self, case_id: str) -> list[Event]:
         found = [e for e in self.event_log.values() if e.case_id == case_id]
@@ -340,3 +344,54 @@ class FakeClock:
     def advance(self, seconds: float) -> dt.datetime:
         self.now = self.now + dt.timedelta(seconds=seconds)
         return self.now
+
+
+class InMemoryCaseQueries:
+    """``CaseQueries`` over case states held in memory (e.g. ``InMemoryStore.cases``),
+    with the semantics of ``MongoCaseQueries``."""
+
+    def __init__(self, source: Callable[[], Iterable[CaseState]]) -> None:
+        self.source = source
+
+    def _sorted(self, keep: Callable[[CaseState], bool], limit: int) -> list[CaseState]:
+        return sorted((s for s in self.source() if keep(s)), key=lambda s: s.case_id)[:limit]
+
+    async def overdue(self, now: dt.datetime, limit: int) -> list[CaseState]:
+        late = [
+            s
+            for s in self.source()
+            if s.lifecycle is Lifecycle.ASSIGNED and s.accept_by is not None and s.accept_by < now
+        ]
+        return sorted(late, key=lambda s: (s.accept_by or now, s.case_id))[:limit]
+
+    async def with_pending_settlements(self, limit: int) -> list[CaseState]:
+        return self._sorted(lambda s: s.is_open and bool(s.pending_settlements), limit)
+
+    async def find(self, text: str, limit: int) -> list[CaseState]:
+        text = text.strip()
+        if not text:
+            return []
+        folded = text.casefold()
+
+        def match(s: CaseState) -> bool:
+            name = str(s.debtor.get("name") or "")
+            return s.case_id == text or text in s.claims or name.casefold().startswith(folded)
+
+        return self._sorted(match, limit)
+
+    async def list(
+        self,
+        *,
+        lifecycle: str | None,
+        partner_id: str | None,
+        country: str | None,
+        limit: int,
+    ) -> list[CaseState]:
+        return self._sorted(
+            lambda s: (
+                (lifecycle is None or s.lifecycle.value == lifecycle)
+                and (partner_id is None or s.partner_id == partner_id)
+                and (country is None or s.country == country.upper())
+            ),
+            limit,
+        )

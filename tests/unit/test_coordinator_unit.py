@@ -15,10 +15,11 @@ from hub.domain.errors import IllegalTransition, InvalidCommand, UnknownCase
 from hub.domain.model import EventKind, Lifecycle
 from hub.domain.routing import PartnerProfile
 from hub.service import outgoing
-from hub.service.coordinator import Coordinator, InMemoryCaseQueries
+from hub.service.coordinator import Coordinator
 from hub.service.intake import IntakeService
 from hub.service.memory import (
     FakeClock,
+    InMemoryCaseQueries,
     InMemoryDocuments,
     InMemoryPartnerDirectory,
     InMemoryStore,
@@ -370,6 +371,13 @@ async def test_find_and_list(world: World) -> None:
         await world.coordinator.list_cases(lifecycle="lost")
 
 
-def test_a_store_without_a_database_needs_queries() -> None:
+def test_a_store_without_case_queries_needs_them_passed() -> None:
+    class BareStore:
+        pass
+
     with pytest.raises(TypeError, match="queries"):
-        Coordinator(InMemoryStore(), InMemoryPartnerDirectory())
+        Coordinator(BareStore(), InMemoryPartnerDirectory())  # type: ignore[arg-type]
+    # the in-memory store brings its own
+    assert isinstance(
+        Coordinator(InMemoryStore(), InMemoryPartnerDirectory()).queries, InMemoryCaseQueries
+    )
