@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -79,16 +79,14 @@ class Callback:
         return getattr(self.report, "case_id", None)
 
 
-@dataclass
 class CallbackRejected(Exception):
-    """A callback body that cannot be forwarded (HTTP 400)."""
+    """A callback body that cannot be forwarded (HTTP 400); ``errors`` say where and why."""
 
-    code: str
-    message: str
-    errors: list[dict[str, str]] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
+    def __init__(self, code: str, message: str, errors: Sequence[Mapping[str, str]] = ()) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.errors: list[dict[str, str]] = [dict(e) for e in errors]
 
 
 def _detail(path: str, rule: str, message: str) -> dict[str, str]:
@@ -107,7 +105,9 @@ def parse_callback(raw: bytes, *, header_message_id: str | None = None) -> Callb
             'the body must be an object {"type", "message_id", "body"}',
             [_detail("", "type", "expected an object")],
         )
-    errors = [_detail(k, "required", f"{k} is required") for k in sorted(_ENVELOPE_KEYS - doc.keys())]
+    errors = [
+        _detail(k, "required", f"{k} is required") for k in sorted(_ENVELOPE_KEYS - doc.keys())
+    ]
     errors += [
         _detail(k, "additional_properties", f"unknown field {k!r}")
         for k in sorted(doc.keys() - _ENVELOPE_KEYS)
@@ -247,7 +247,11 @@ def create_callback_app(
             replay.release(mid, verified.signature)
             raise
         log.info(
-            "partner %s: %s %s (case %s) forwarded", partner_id, callback.type, mid, callback.case_id
+            "partner %s: %s %s (case %s) forwarded",
+            partner_id,
+            callback.type,
+            mid,
+            callback.case_id,
         )
         return JSONResponse({"status": "accepted", "message_id": mid}, status_code=202)
 

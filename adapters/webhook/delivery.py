@@ -68,7 +68,7 @@ class RetryPolicy:
 
     def backoff(self, failed: int, rand: float) -> float:
         """The wait after the ``failed``-th failed attempt; ``rand`` is uniform in [0, 1)."""
-        return rand * min(self.cap, self.base * 2 ** (failed - 1))
+        return float(rand * min(self.cap, self.base * 2.0 ** (failed - 1)))
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ dashboard then publishes them and marks them sent (a hub worker's relay sends wh
 it could not).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the dependency annotations of
+# the routes, which name locals of ``create_app``.
 import asyncio
 import datetime as dt
 import logging

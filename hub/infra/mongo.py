@@ -186,6 +186,10 @@ class MongoStore:
         self.worker_id = worker_id or uuid.uuid4().hex[:12]
         self.max_attempts = max_attempts
         self.conflicts = 0
+        #: Transaction attempts and commits: attempts - commits were retried after a
+        #: conflict (a write conflict, a stale case version or a taken event number).
+        self.attempts = 0
+        self.commits = 0
 
     async def transact(self, work: Callable[[Tx], Awaitable[Changeset]]) -> Changeset:
         for attempt in range(1, self.max_attempts + 1):
@@ -193,11 +197,14 @@ class MongoStore:
                 async with self.client.start_session() as session:
 
                     async def callback(s: AsyncClientSession) -> Changeset:
+                        self.attempts += 1
                         changes = await work(_MongoTx(self.db, s))
                         await self._write(changes, s)
                         return changes
 
-                    return await session.with_transaction(callback)
+                    changes = await session.with_transaction(callback)
+                    self.commits += 1
+                    return changes
             except (_Conflict, DuplicateKeyError, BulkWriteError) as e:
                 self.conflicts += 1
                 log.info("transaction conflict (attempt %d): %s", attempt, str(e)[:200])
