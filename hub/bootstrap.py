@@ -180,7 +180,16 @@ async def start_hub(settings: Settings | None = None, *, consume: bool = True) -
 
 
 async def run_forever(settings: Settings | None = None) -> None:
+    """The worker of ``hubctl run``: traced batches, and Prometheus metrics on
+    ``metrics_port`` (0: none)."""
+    from hub.infra import observability
+
+    settings = settings or Settings()
+    observability.setup_tracing()
     hub = await start_hub(settings)
+    metrics = observability.instrument_hub(hub)
+    if settings.metrics_port:
+        observability.start_metrics_server(metrics.registry, settings.metrics_port)
     try:
         await asyncio.Event().wait()
     finally:

@@ -36,3 +36,7 @@ class Settings(BaseSettings):
 
     creditor_id: str = "flexspace"
     log_level: str = "INFO"
+    #: JSON log lines (with case, message and partner ids); plain text when false.
+    log_json: bool = True
+    #: Prometheus metrics of a worker on 127.0.0.1:<port>; 0 turns them off.
+    metrics_port: int = Field(default=0, ge=0, le=65535)

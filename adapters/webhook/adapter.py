@@ -82,7 +82,11 @@ class WebhookAdapter:
 
     async def start(self) -> None:
         await self.client.connect()
-        await self.server.start()
+        try:
+            await self.server.start()
+        except BaseException:
+            await self.client.disconnect()
+            raise
         self._pump = asyncio.create_task(self._run(), name=f"webhook-adapter:{self.partner_id}")
         log.info(
             "webhook adapter for %s: deliveries to %s, callbacks on %s",

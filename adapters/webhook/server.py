@@ -78,11 +78,15 @@ class EmbeddedServer:
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()  # raises what made it fail
-                raise RuntimeError("the HTTP server stopped while starting")
-            await asyncio.sleep(0.01)
+        try:
+            while not self._server.started:
+                if self._task.done():
+                    self._task.result()  # raises what made it fail
+                    raise RuntimeError("the HTTP server stopped while starting")
+                await asyncio.sleep(0.01)
+        except BaseException:
+            await self.stop()
+            raise
         log.info("HTTP server listening on %s", self.url)
 
     async def stop(self) -> None:
@@ -91,7 +95,10 @@ class EmbeddedServer:
         if server is not None:
             server.should_exit = True
         if task is not None:
-            await task
+            try:
+                await task
+            except Exception:
+                log.exception("the HTTP server on %s failed", self.url)
         if self._socket is not None:
             self._socket.close()
             self._socket = None

@@ -6,7 +6,6 @@ Each command group lives in its own module and is registered here.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import typer
 from rich.console import Console
@@ -22,23 +21,14 @@ app = typer.Typer(
 console = Console()
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
-    logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    logging.getLogger("pymongo").setLevel(logging.WARNING)
-
-
 @app.command()
 def run() -> None:
     """Run a hub worker: consume claims and partner updates until stopped (Ctrl-C)."""
     from hub.bootstrap import run_forever
+    from hub.infra.observability import setup_logging
 
     settings = Settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, json_logs=settings.log_json)
     console.print(f"[bold]hub worker[/] amqp={_safe(settings.amqp_url)} mongo={settings.mongo_url}")
     try:
         asyncio.run(run_forever(settings))
@@ -79,7 +69,17 @@ def _safe(url: str) -> str:
 def _register() -> None:
     import importlib
 
-    for module in ("cli_partners", "cli_cases", "cli_claims", "cli_demo"):
+    # cli_web after cli_cases: ``docs asyncapi|openapi`` join the ``docs`` group.
+    for module in (
+        "cli_partners",
+        "cli_cases",
+        "cli_claims",
+        "cli_demo",
+        "cli_web",
+        "cli_dead",
+        "cli_adapters",
+        "cli_bench",
+    ):
         try:
             mod = importlib.import_module(f"hub.entrypoints.{module}")
         except ModuleNotFoundError as e:

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -90,6 +90,26 @@ class CaseOut(BaseModel):
     accept_by: str | None
     declined_by: list[str]
     placed_at: str | None
+
+
+class ErrorOut(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+_ERR = {"model": ErrorOut}
+#: what every operation may answer besides its own
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {**_ERR, "description": "Not logged in as the coordinator"},
+    403: {**_ERR, "description": "Cross-site request refused"},
+    503: {**_ERR, "description": "Not connected to the hub yet"},
+}
+ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {**_ERR, "description": "Refused: the command makes no sense for this case"},
+    404: {**_ERR, "description": "No such case"},
+    409: {**_ERR, "description": "The case's state does not allow it"},
+}
 
 
 class ActionOut(BaseModel):
@@ -214,7 +234,7 @@ def parse_moment(text: str | None) -> dt.datetime | None:
     try:
         moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as e:
-        raise HTTPException(422, f"as_of must be an ISO date-time, not {text!r}") from e
+        raise HTTPException(400, f"as_of must be an ISO date-time, not {text!r}") from e
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
@@ -223,7 +243,7 @@ def _status_of(e: DomainError) -> int:
         return 404
     if isinstance(e, IllegalTransition):
         return 409
-    return 422
+    return 400
 
 
 # --- the application state ------------------------------------------------------------------
@@ -357,6 +377,7 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
         version="1",
         description="The coordinator's window on the hub: flows, exceptions, cases, KPIs.",
         lifespan=lifespan,
+        responses=COMMON_RESPONSES,
     )
     app.state.dashboard = state
     basic = HTTPBasic(auto_error=False, realm="OneWindow")
@@ -527,9 +548,10 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
         "/api/cases/{case_id}/reassign",
         summary="Assign or reassign a case",
         dependencies=[Depends(same_origin)],
-        responses={404: {}, 409: {}, 422: {}},
+        responses=ACTION_RESPONSES,
     )
     async def reassign(case_id: str, body: ReassignIn, who: User, s: Ready) -> ActionOut:
+        await s.hub.partners.refresh()  # a partner added a moment ago can take it
         try:
             out = await s.coordinator.reassign(
                 case_id, to_partner=body.to_partner or None, reason=body.reason, actor=who
@@ -552,7 +574,7 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
         "/api/cases/{case_id}/settlements/{settlement_id}/decision",
         summary="Approve or reject a settlement offer",
         dependencies=[Depends(same_origin)],
-        responses={404: {}, 409: {}, 422: {}},
+        responses=ACTION_RESPONSES,
     )
     async def decide(
         case_id: str, settlement_id: str, body: DecisionIn, who: User, s: Ready
@@ -578,7 +600,11 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
         "/api/dead-letters/{letter_id}/replay",
         summary="Republish a dead letter to where it was first published",
         dependencies=[Depends(same_origin)],
-        responses={404: {}, 409: {}},
+        responses={
+            400: ACTION_RESPONSES[400],
+            404: {**_ERR, "description": "No such letter in hub.dead"},
+            409: {**_ERR, "description": "The broker refused the copy; the letter stays"},
+        },
     )
     async def replay(letter_id: str, who: User, s: Ready) -> DeadLetterOut:
         from hub.infra.dead_letters import DeadLetterError
@@ -617,7 +643,7 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
     async def case_view(s: _State, case_id: str, as_of: str | None, axis: str) -> CaseViewOut:
         moment = parse_moment(as_of)
         if axis not in ("recorded", "occurred"):
-            raise HTTPException(422, "axis must be recorded or occurred")
+            raise HTTPException(400, "axis must be recorded or occurred")
         all_events = await s.hub.store.events(case_id)
         if not all_events:
             raise HTTPException(404, f"there is no case {case_id}")
@@ -668,16 +694,20 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
         )
 
     @app.get(
-        "/api/cases/{case_id}", summary="A case, its timeline and documents", responses={404: {}}
+        "/api/cases/{case_id}",
+        summary="A case, its timeline and documents",
+        responses={404: ACTION_RESPONSES[404]},
     )
     async def case_api(
         case_id: str,
         _: User,
         s: Ready,
-        as_of: Annotated[str | None, Query(description="ISO date-time; UTC if no offset")] = None,
-        axis: Annotated[str, Query(pattern="^(recorded|occurred)$")] = "recorded",
+        as_of: Annotated[
+            dt.datetime | None, Query(description="ISO date-time; UTC if it has no offset")
+        ] = None,
+        axis: Annotated[Literal["recorded", "occurred"], Query()] = "recorded",
     ) -> CaseViewOut:
-        return await case_view(s, case_id, as_of, axis)
+        return await case_view(s, case_id, as_of.isoformat() if as_of else None, axis)
 
     @app.get("/cases/{case_id}/documents/{document_id}", include_in_schema=False)
     async def document(case_id: str, document_id: str, _: User, s: Ready) -> Response:
@@ -709,7 +739,7 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
 
     def check_month(month: str | None) -> str | None:
         if month and not _valid_month(month):
-            raise HTTPException(422, "month must be YYYY-MM")
+            raise HTTPException(400, "month must be YYYY-MM")
         return month
 
     @app.get("/kpis", response_class=HTMLResponse, include_in_schema=False)
@@ -734,7 +764,7 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
     async def kpis_api(
         _: User,
         s: Ready,
-        month: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+        month: Annotated[str | None, Query(pattern=r"^20\d{2}-(0[1-9]|1[0-2])$")] = None,
     ) -> dict[str, Any]:
         from hub.service import report
 
@@ -757,7 +787,7 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
         from hub.service import report
 
         if format not in report.FORMATS:
-            raise HTTPException(422, f"format must be one of {', '.join(report.FORMATS)}")
+            raise HTTPException(400, f"format must be one of {', '.join(report.FORMATS)}")
         k = await kpis(s, check_month(month))
         media = {
             "csv": "text/csv",
@@ -780,11 +810,12 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
 
 
 def _valid_month(month: str) -> bool:
+    """``YYYY-MM`` of this century (a report of year 0 or 9999 makes no sense)."""
     try:
         dt.datetime.strptime(month, "%Y-%m")
     except ValueError:
         return False
-    return len(month) == 7
+    return len(month) == 7 and month.startswith("20")
 
 
 async def _refresh_gauges(state: _State) -> None:

@@ -162,12 +162,16 @@ def setup_tracing(service_name: str = "onewindow-hub", exporter: Any = None) -> 
         SimpleSpanProcessor,
     )
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):  # already installed: add to it (set once only)
+        provider = current
+    else:
+        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        trace.set_tracer_provider(provider)
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif os.environ.get("OTEL_TRACES_EXPORTER") == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    trace.set_tracer_provider(provider)
     return provider
 
 

@@ -5,12 +5,19 @@ need a batch per MongoDB transaction and acknowledgement only once that batch is
 durable, so they use aio-pika directly.
 
 Ack / retry / dead-letter policy of ``BatchConsumer``:
-- committed batch: every message acknowledged (its effects and outbox are durable);
+- committed batch: every message acknowledged (its effects and outbox are durable), with
+  one ``basic.ack(multiple)`` per batch;
 - the store or broker is unreachable: the batch is retried in place, with backoff,
   without burning delivery attempts;
 - any other error: the batch is split and each message retried alone; one that still
   fails is rejected with requeue, and after ``x-delivery-limit`` deliveries the broker
   dead-letters it to ``hub.dead`` (poison message).
+
+Pipelining: once a batch is committed, its outbox is published, marked sent and its
+messages acknowledged by a second task while the consumer already collects and commits
+the next batch. That task settles batches strictly in commit order (so messages leave in
+the order they were committed, and a cumulative ack covers exactly the settled batches);
+at most ``pipeline`` committed batches wait for it.
 """
 
 from __future__ import annotations
@@ -165,6 +172,7 @@ class BatchConsumer:
         batch_wait_ms: int,
         name: str = "",
         in_flight: InFlight | None = None,
+        pipeline: int = 2,
     ) -> None:
         self.in_flight = in_flight or InFlight()
         self.channel = channel
@@ -176,7 +184,12 @@ class BatchConsumer:
         self.batch_wait = batch_wait_ms / 1000
         self.name = name or queue_name
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        #: Committed batches (and refused messages) waiting to be settled, in order.
+        self._settle: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue(
+            maxsize=max(1, pipeline)
+        )
         self._task: asyncio.Task[None] | None = None
+        self._settler: asyncio.Task[None] | None = None
         self._tag: str | None = None
         self.processed = 0
         self.batches = 0
@@ -184,6 +197,7 @@ class BatchConsumer:
     async def start(self) -> None:
         queue = await self.channel.get_queue(self.queue_name, ensure=False)
         self._tag = await queue.consume(self._inbox.put)
+        self._settler = asyncio.create_task(self._settle_loop(), name=f"settle:{self.name}")
         self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.name}")
 
     async def stop(self) -> None:
@@ -191,6 +205,23 @@ class BatchConsumer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._settler:
+            # Settle what is committed already; what is not is redelivered (and deduped).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settle.join(), 10)
+            self._settler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._settler
+
+    async def _settle_loop(self) -> None:
+        while True:
+            job = await self._settle.get()
+            try:
+                await job()
+            except Exception as e:  # never stop settling: what is unacked is redelivered
+                log.warning("%s: settling a batch failed: %r", self.name, e)
+            finally:
+                self._settle.task_done()
 
     async def _collect(self) -> list[AbstractIncomingMessage]:
         batch = [await self._inbox.get()]
@@ -242,14 +273,18 @@ class BatchConsumer:
             except Exception as e:
                 await self._one_by_one(batch, e)
                 return
-        await self._publish_and_ack(batch, outbox)
+        # Committed: from here on the relay must leave these entries to us.
+        ids = [o.message_id for o in outbox]
+        self.in_flight.begin(ids)
+        await self._settle.put(lambda: self._publish_and_ack(batch, outbox, ids))
 
     async def _publish_and_ack(
-        self, batch: Sequence[AbstractIncomingMessage], outbox: list[OutMessage]
+        self,
+        batch: Sequence[AbstractIncomingMessage],
+        outbox: list[OutMessage],
+        ids: list[str],
     ) -> None:
         if outbox:
-            ids = [o.message_id for o in outbox]
-            self.in_flight.begin(ids)
             try:
                 confirmed = await self.publisher.publish(outbox)
                 await self.mark_sent(confirmed)
@@ -259,9 +294,7 @@ class BatchConsumer:
                 )
             finally:
                 self.in_flight.end(ids)
-        for msg in batch:
-            with contextlib.suppress(Exception):  # channel gone: redelivery is deduplicated
-                await msg.ack()
+        await ack_all(batch)
         self.processed += len(batch)
         self.batches += 1
 
@@ -285,8 +318,33 @@ class BatchConsumer:
             msg.type,
             error,
         )
-        with contextlib.suppress(Exception):
-            await msg.nack(requeue=True)
+
+        async def nack() -> None:
+            with contextlib.suppress(Exception):
+                await msg.nack(requeue=True)
+
+        await self._settle.put(nack)
+
+
+async def ack_all(batch: Sequence[AbstractIncomingMessage]) -> None:
+    """Acknowledge a batch with one cumulative ``basic.ack`` per channel.
+
+    Deliveries reach a consumer in delivery-tag order and batches are settled in that
+    order, so every tag up to the batch's highest is this batch's or already settled.
+    A message delivered on a channel that has since been replaced (a reconnect) cannot
+    be acknowledged any more: it is redelivered, and the inbox deduplicates it."""
+    last: dict[int, AbstractIncomingMessage] = {}
+    for msg in batch:
+        try:
+            key = id(msg.channel)
+        except Exception:  # its channel is closed: it will be redelivered
+            continue
+        top = last.get(key)
+        if top is None or (msg.delivery_tag or 0) > (top.delivery_tag or 0):
+            last[key] = msg
+    for msg in last.values():
+        with contextlib.suppress(Exception):  # channel gone: redelivery is deduplicated
+            await msg.ack(multiple=True)
 
 
 class OutboxRelay:

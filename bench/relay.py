@@ -1,0 +1,73 @@
+"""The raw relay of the limit measurement, run as its own process like a hub worker:
+consume ``--source``, republish each message with publisher confirms to ``--exchange``
+and acknowledge it only once its copy is confirmed. A message at a time, pipelined: up
+to ``--prefetch`` messages are in flight.
+
+    python -m bench.relay --amqp URL --source Q --exchange X --routing-key K
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+
+async def relay(amqp_url: str, source: str, exchange: str, routing_key: str, prefetch: int) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        consume_channel = await connection.channel()
+        await consume_channel.set_qos(prefetch_count=prefetch)
+        publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        target = await publish_channel.get_exchange(exchange, ensure=False)
+        queue = await consume_channel.get_queue(source, ensure=False)
+
+        async def on_message(msg: AbstractIncomingMessage) -> None:
+            try:
+                await target.publish(
+                    aio_pika.Message(
+                        msg.body,
+                        content_type=msg.content_type,
+                        message_id=msg.message_id,
+                        type=msg.type,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=routing_key,
+                    mandatory=True,
+                )
+            except Exception:
+                await msg.nack(requeue=True)
+                raise
+            await msg.ack()
+
+        await queue.consume(on_message)
+        print("ready", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await connection.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__)
+    parser.add_argument("--amqp", required=True)
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--exchange", required=True)
+    parser.add_argument("--routing-key", required=True)
+    parser.add_argument("--prefetch", type=int, default=512)
+    args = parser.parse_args(argv)
+    asyncio.run(relay(args.amqp, args.source, args.exchange, args.routing_key, args.prefetch))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
