@@ -42,6 +42,42 @@ _PACKAGES: tuple[tuple[str, str], ...] = (
 )
 
 
+#: What a sample was doing, by the first of these functions found on its stack (from
+#: the innermost frame outwards): the hub's stages and the AMQP client's own work.
+ACTIVITIES: tuple[tuple[str, str], ...] = (
+    ("MongoPartnerDirectory.refresh", "partner directory refresh"),
+    ("OutboxRelay.", "outbox relay"),
+    ("MongoStore.mark_sent", "mark_sent"),
+    ("RabbitPublisher.publish", "publish (outbox after commit)"),
+    ("RabbitPublisher._one", "publish (outbox after commit)"),
+    ("ack_all", "ack"),
+    ("MongoStore._write", "transaction: write (BSON, bulkWrite)"),
+    ("_MongoTx.", "transaction: reads"),
+    ("_IntakeRun.", "transaction: intake decisions"),
+    ("_UpdatesRun.", "transaction: update decisions"),
+    ("AsyncClientSession.", "transaction: begin/commit"),
+    ("MongoStore.transact", "transaction: other"),
+    (".parse (hub/service/", "parse + validate (pydantic)"),
+    ("to_incoming", "consume: deliveries to Incoming"),
+    ("Connection.__reader", "AMQP client: reading frames"),
+    ("Channel._reader", "AMQP client: reading frames"),
+    ("Connection.__writer", "AMQP client: writing frames"),
+    ("consumer (aio_pika/queue.py", "consume: delivery callbacks"),
+    ("_on_deliver", "consume: delivery callbacks"),
+    ("BatchConsumer._collect", "consume: collecting batches"),
+    ("_UnixSelectorEventLoop", "event loop"),
+    ("EpollSelector.select", "event loop"),
+)
+
+
+def _activity(frames: tuple[str, ...]) -> str:
+    for frame in reversed(frames):
+        for marker, name in ACTIVITIES:
+            if marker in frame:
+                return name
+    return "other (event loop, tasks, futures)"
+
+
 def _package(frame: str) -> str:
     m = _FRAME.match(frame)
     path = m.group("file") if m else frame
@@ -85,16 +121,20 @@ def summary(stacks: Counter[tuple[str, ...]], top: int = 25) -> str:
     if not total:
         return "no samples"
     by_package: Counter[str] = Counter()
+    by_activity: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     for frames, n in stacks.items():
         if not frames:
             continue
         by_package[_package(frames[-1])] += n
+        by_activity[_activity(frames)] += n
         self_time[_short(frames[-1])] += n
         for f in {_short(f) for f in frames}:
             inclusive[f] += n
     out = [f"{total} samples"]
+    out.append("\nby activity (first stage found on the stack, innermost first):")
+    out += [f"  {n / total:6.1%}  {name}" for name, n in by_activity.most_common()]
     out.append("\nself time by package:")
     out += [f"  {n / total:6.1%}  {name}" for name, n in by_package.most_common()]
     out.append(f"\ntop {top} functions by self time:")

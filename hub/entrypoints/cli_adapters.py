@@ -271,9 +271,11 @@ def certify(
         bool, typer.Option(help="Run even if the partner already holds real open cases.")
     ] = False,
 ) -> None:
-    """Certify a partner (or an adapter) against this hub: accept, report, upload, close
-    and the error replies, on a test case placed for the purpose. Needs a running hub
-    worker on the same namespace."""
+    """Certify a partner (or an adapter) against this hub before it goes live.
+
+    Accept, report, upload, close and the error replies, on a test case placed for the
+    purpose (creditor entity CERT-<partner>, test country --country). Needs a running
+    hub worker on the same namespace. Exit 1 unless every scenario passes."""
     from adapters.certify import certify as run_certification
     from adapters.files import MappingError, load_mapping
     from hub.bootstrap import start_hub

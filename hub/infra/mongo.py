@@ -25,7 +25,15 @@ from gridfs.errors import FileExists, NoFile
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    ClientBulkWriteException,
+    DuplicateKeyError,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+)
+from pymongo.write_concern import WriteConcern
 
 from hub.domain.model import WITH_PARTNER, CaseState, Event, EventKind, Lifecycle
 from hub.domain.routing import PartnerProfile
@@ -190,6 +198,10 @@ class MongoStore:
         #: conflict (a write conflict, a stale case version or a taken event number).
         self.attempts = 0
         self.commits = 0
+        #: One ``bulkWrite`` command for the whole changeset (MongoDB 8.0+); False once
+        #: the server turns out older, then each collection is written on its own.
+        self._client_bulk = True
+        self._outbox_fast = self.db.outbox.with_options(write_concern=WriteConcern(w=1))
 
     async def transact(self, work: Callable[[Tx], Awaitable[Changeset]]) -> Changeset:
         for attempt in range(1, self.max_attempts + 1):
@@ -216,6 +228,76 @@ class MongoStore:
         raise StoreError(f"transaction still conflicting after {self.max_attempts} attempts")
 
     async def _write(self, c: Changeset, s: AsyncClientSession) -> None:
+        """Write a changeset in one round trip: a multi-collection ``bulkWrite``.
+
+        A case is replaced only at the version it was loaded at: the replacement is an
+        upsert, so a stale version becomes an insert of an existing ``_id``, a duplicate
+        key, like an event number or a message id another worker took first; any of
+        them aborts the transaction as a conflict, and it is retried from its reads."""
+        if self._client_bulk:
+            ops = self._bulk_ops(c)
+            if not ops:
+                return
+            try:
+                await self.client.bulk_write(ops, ordered=False, session=s)
+                return
+            except InvalidOperation:  # a server before MongoDB 8.0: nothing was sent
+                log.info("the server has no multi-collection bulkWrite; writing per collection")
+                self._client_bulk = False
+            except ClientBulkWriteException as e:
+                if isinstance(e.error, PyMongoError):
+                    # e.g. a WriteConflict: its labels (TransientTransactionError) matter
+                    raise e.error from e
+                errors: list[Doc] = list(e.details.get("writeErrors") or [])
+                # duplicate keys, and write conflicts where a server reports them per write
+                if errors and all(w.get("code") in (11000, 112) for w in errors):
+                    first = str(errors[0].get("errmsg", ""))[:200]
+                    raise _Conflict(f"{len(errors)} write(s) conflicted: {first}") from e
+                raise
+        await self._write_each(c, s)
+
+    def _bulk_ops(self, c: Changeset) -> list[Any]:
+        ns = f"{self.db.name}."
+        ops: list[Any] = [InsertOne(d, namespace=ns + "inbox") for d in c.inbox]
+        ops += [
+            ReplaceOne({"_id": d["_id"]}, d, upsert=True, namespace=ns + "claims") for d in c.claims
+        ]
+        for state, loaded in c.cases:
+            doc = case_to_doc(state)
+            if loaded == 0:
+                ops.append(InsertOne(doc, namespace=ns + "cases"))
+            else:
+                ops.append(
+                    ReplaceOne(
+                        {"_id": doc["_id"], "version": loaded},
+                        doc,
+                        upsert=True,
+                        namespace=ns + "cases",
+                    )
+                )
+        ops += [InsertOne(event_to_doc(e), namespace=ns + "events") for e in c.events]
+        ops += [InsertOne(out_to_doc(o, self.worker_id), namespace=ns + "outbox") for o in c.outbox]
+        ops += [InsertOne(d, namespace=ns + "rejections") for d in c.rejections]
+        ops += [
+            UpdateOne(key, update, upsert=True, namespace=ns + "batch_counts")
+            for key, update in self._batch_count_updates(c)
+        ]
+        return ops
+
+    def _batch_count_updates(self, c: Changeset) -> list[tuple[Doc, Doc]]:
+        updates = []
+        for (creditor, batch), counts in c.batch_counts.items():
+            inc = {k: v for k, v in counts.items() if k != "expected"}
+            update: Doc = {
+                "$inc": inc,
+                "$setOnInsert": {"creditor_id": creditor, "batch_id": batch, "reconciled": False},
+            }
+            if "expected" in counts:
+                update["$max"] = {"expected": counts["expected"]}
+            updates.append(({"_id": f"{creditor}:{batch}:{self.worker_id}"}, update))
+        return updates
+
+    async def _write_each(self, c: Changeset, s: AsyncClientSession) -> None:
         db = self.db
         if c.inbox:
             await db.inbox.insert_many(c.inbox, ordered=False, session=s)
@@ -249,23 +331,11 @@ class MongoStore:
         if c.rejections:
             await db.rejections.insert_many(c.rejections, ordered=False, session=s)
         if c.batch_counts:
-            ops = []
-            for (creditor, batch), counts in c.batch_counts.items():
-                inc = {k: v for k, v in counts.items() if k != "expected"}
-                update: Doc = {
-                    "$inc": inc,
-                    "$setOnInsert": {
-                        "creditor_id": creditor,
-                        "batch_id": batch,
-                        "reconciled": False,
-                    },
-                }
-                if "expected" in counts:
-                    update["$max"] = {"expected": counts["expected"]}
-                ops.append(
-                    UpdateOne({"_id": f"{creditor}:{batch}:{self.worker_id}"}, update, upsert=True)
-                )
-            await db.batch_counts.bulk_write(ops, ordered=False, session=s)
+            await db.batch_counts.bulk_write(
+                [UpdateOne(k, u, upsert=True) for k, u in self._batch_count_updates(c)],
+                ordered=False,
+                session=s,
+            )
 
     # -- reads outside transactions ------------------------------------------------
 
@@ -283,8 +353,11 @@ class MongoStore:
     # -- outbox -----------------------------------------------------------------------
 
     async def mark_sent(self, message_ids: Sequence[str]) -> None:
+        """Note the broker's confirms. Acknowledged without waiting for the journal or a
+        majority: were the note lost, the relay would publish the entries once more, and
+        receivers deduplicate by message id (delivery is at least once anyway)."""
         if message_ids:
-            await self.db.outbox.update_many(
+            await self._outbox_fast.update_many(
                 {"_id": {"$in": list(message_ids)}},
                 {"$set": {"sent_at": dt.datetime.now(dt.UTC)}},
             )
