@@ -629,6 +629,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     "inbox": [IndexModel([("received_at", ASCENDING)])],
     "outbox": [IndexModel([("sent_at", ASCENDING), ("created_at", ASCENDING)])],
     "rejections": [IndexModel([("received_at", ASCENDING)])],
+    # partner status codes the file adapter could not map, for the coordinator
+    "quarantine": [IndexModel([("partner_id", ASCENDING), ("status", ASCENDING)])],
     "batch_counts": [
         IndexModel([("creditor_id", ASCENDING), ("batch_id", ASCENDING)]),
         IndexModel([("reconciled", ASCENDING)]),
