@@ -168,6 +168,8 @@ class ExceptionsOut(BaseModel):
     unassigned: list[CaseOut]
     overdue: list[CaseOut]
     error_replies: list[dict[str, Any]]
+    #: partner status codes the file adapter could not map (never guessed)
+    quarantined: list[dict[str, Any]] = []
     dead_letters: list[DeadLetterOut]
     dead_letter_error: str | None
     settlements: list[dict[str, Any]]
@@ -513,6 +515,12 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
             .sort("received_at", -1)
             .limit(100)
         ]
+        quarantined = [
+            _plain(d)
+            async for d in db.quarantine.find({"status": "open"})
+            .sort("quarantined_at", -1)
+            .limit(100)
+        ]
         unassigned = await s.coordinator.list_cases(lifecycle=Lifecycle.UNASSIGNED.value, limit=200)
         overdue = await s.coordinator.overdue(now, limit=200)
         settlements = [
@@ -525,6 +533,7 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
             unassigned=[case_out(c) for c in unassigned],
             overdue=[case_out(c) for c in overdue],
             error_replies=replies,
+            quarantined=quarantined,
             dead_letters=letters,
             dead_letter_error=letter_error,
             settlements=settlements,

@@ -185,6 +185,12 @@ async def test_exception_inbox_and_its_actions(
     await client.report(m.CaseAccepted, "C-0000000000000000")  # unknown case: error reply
     await wait_events(hub, case, 4)
     dead_id = await dead_letter_of(hub, pid)
+    # a partner status code the file adapter quarantined (adapters/files/quarantine.py)
+    from adapters.files.quarantine import MongoQuarantineLog, QuarantineEntry
+
+    await MongoQuarantineLog(hub.store.db).record(
+        [QuarantineEntry("q-1", pid, "status-0001.csv", 3, "ZZ9", "unknown_code", "no mapping")]
+    )
 
     async def listed() -> bool:
         x = await dashboard.get("/api/exceptions")
@@ -196,6 +202,7 @@ async def test_exception_inbox_and_its_actions(
     assert "currency" in json.dumps(x["rejected_claims"][0]["errors"])
     assert [c["case_id"] for c in x["unassigned"]] == [lonely]
     assert x["overdue"] == []
+    assert [(q["partner_id"], q["code"]) for q in x["quarantined"]] == [(pid, "ZZ9")]
     (settlement,) = x["settlements"]
     assert (settlement["case_id"], settlement["settlement_id"]) == (case, "S-1")
     assert settlement["amount"] == "700.00" and settlement["partner_id"] == pid
