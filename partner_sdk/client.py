@@ -202,7 +202,9 @@ class Delivery:
         # requeued copy then comes back as a new delivery and the others join it.
         for copy in self._copies:
             await _quietly(copy, "reject" if requeue else "ack", requeue=requeue)
-        self._client._settled(self, handled=not requeue)
+        # Only an acknowledged id counts as handled: a dead-lettered one that the
+        # coordinator replays must reach the partner again.
+        self._client._settled(self, handled=how == "ack")
 
 
 async def _quietly(raw: _Raw, how: str, *, requeue: bool) -> None:
