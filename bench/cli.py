@@ -42,7 +42,9 @@ def bench(
     ),
     window: int = typer.Option(1000, "--window", min=1, help="Publisher confirms in flight."),
     hub_env: list[str] = typer.Option(
-        [], "--hub-env", help="KEY=VALUE in the hub workers' environment, e.g. ONEWINDOW_BATCH_MAX=500."
+        [],
+        "--hub-env",
+        help="KEY=VALUE in the hub workers' environment, e.g. ONEWINDOW_BATCH_MAX=500.",
     ),
     phases: str = typer.Option(
         ",".join(PHASES), "--phases", help="Phases to run: limit,intake,updates,latency."
@@ -88,14 +90,14 @@ def bench(
         keep=keep,
         log_dir=log_dir,
     )
-    err = Console(stderr=True)
+    err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     result = asyncio.run(run(options, say=lambda text: err.print(f"[dim]{text}[/]")))
     if as_json:
         render(result, err)
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        render(result, Console())
+        render(result, Console(width=None if sys.stdout.isatty() else 120))
     if result.get("error"):
         raise typer.Exit(1)
 

@@ -18,12 +18,31 @@ import psutil  # type: ignore[import-untyped]
 MB = 1024 * 1024
 
 
-def _cpu_seconds(proc: psutil.Process) -> float:
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores), since boot."""
+    t = psutil.cpu_times()
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
+def _cpu_pressure_us() -> float | None:
+    """Total time (us) some runnable task waited for a CPU (Linux PSI), or None."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            for line in f:
+                if line.startswith("some"):
+                    return float(line.rsplit("total=", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
+    """(user + system, system) CPU seconds of a process."""
     try:
         t = proc.cpu_times()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return 0.0
-    return float(t.user + t.system)
+        return 0.0, 0.0
+    return float(t.user + t.system), float(t.system)
 
 
 @dataclass
@@ -33,14 +52,22 @@ class PhaseUsage:
     name: str
     wall_s: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)
+    #: Of which in the kernel (system time).
+    sys_s: dict[str, float] = field(default_factory=dict)
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     peak_rss_mb: float = 0.0
+    #: Share of the phase during which some task waited for a CPU (Linux PSI).
+    cpu_pressure: float | None = None
+    #: When the measured work was done (``time.perf_counter``), if before the phase ends.
+    done_at: float | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
             "wall_s": round(self.wall_s, 3),
+            "cpu_pressure": None if self.cpu_pressure is None else round(self.cpu_pressure, 3),
             "cpu_s": {k: round(v, 2) for k, v in self.cpu_s.items()},
+            "sys_s": {k: round(v, 2) for k, v in self.sys_s.items()},
             "cpu_share": {
                 k: round(v / self.wall_s, 2) if self.wall_s else 0.0 for k, v in self.cpu_s.items()
             },
@@ -109,10 +136,14 @@ class Monitor:
         if self._thread is not None:
             self._thread.join(timeout=2)
 
-    def _cpu(self) -> dict[str, float]:
+    def _cpu(self) -> dict[str, tuple[float, float]]:
         with self._lock:
             parties = {k: list(v) for k, v in self.parties.items()}
-        return {k: sum(_cpu_seconds(p) for p in procs) for k, procs in parties.items()}
+        out = {}
+        for party, procs in parties.items():
+            times = [_cpu_seconds(p) for p in procs]
+            out[party] = (sum(t for t, _ in times), sum(s for _, s in times))
+        return out
 
     @contextmanager
     def phase(self, name: str) -> Iterator[PhaseUsage]:
@@ -120,13 +151,21 @@ class Monitor:
         with self._lock:
             self._phase_peak = 0.0
         cpu0 = self._cpu()
+        busy0, stall0 = _machine_busy_seconds(), _cpu_pressure_us()
         t0 = time.perf_counter()
         try:
             yield usage
         finally:
-            usage.wall_s = time.perf_counter() - t0
+            usage.wall_s = (usage.done_at or time.perf_counter()) - t0
             cpu1 = self._cpu()
-            usage.cpu_s = {k: max(0.0, v - cpu0.get(k, 0.0)) for k, v in cpu1.items()}
+            busy1, stall1 = _machine_busy_seconds(), _cpu_pressure_us()
+            zero = (0.0, 0.0)
+            usage.cpu_s = {k: max(0.0, v[0] - cpu0.get(k, zero)[0]) for k, v in cpu1.items()}
+            usage.sys_s = {k: max(0.0, v[1] - cpu0.get(k, zero)[1]) for k, v in cpu1.items()}
+            # Everything else on the machine (other users' processes, the kernel).
+            usage.cpu_s["others"] = max(0.0, busy1 - busy0 - sum(usage.cpu_s.values()))
+            if stall0 is not None and stall1 is not None and usage.wall_s > 0:
+                usage.cpu_pressure = (stall1 - stall0) / 1e6 / usage.wall_s
             usage.load_after = os.getloadavg()
             self._sample()
             with self._lock:

@@ -15,6 +15,7 @@ import signal
 import sys
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
 
@@ -24,22 +25,28 @@ async def relay(amqp_url: str, source: str, exchange: str, routing_key: str, pre
         consume_channel = await connection.channel()
         await consume_channel.set_qos(prefetch_count=prefetch)
         publish_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        target = await publish_channel.get_exchange(exchange, ensure=False)
+        # The aiormq layer, as the hub's publisher uses it (no per-message drain wait).
+        target = await publish_channel.get_underlay_channel()
+        assert isinstance(target, aiormq.Channel)
         queue = await consume_channel.get_queue(source, ensure=False)
 
         async def on_message(msg: AbstractIncomingMessage) -> None:
             try:
-                await target.publish(
-                    aio_pika.Message(
-                        msg.body,
+                result = await target.basic_publish(
+                    msg.body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=aiormq.spec.Basic.Properties(
                         content_type=msg.content_type,
                         message_id=msg.message_id,
-                        type=msg.type,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_type=msg.type,
+                        delivery_mode=2,
                     ),
-                    routing_key=routing_key,
                     mandatory=True,
+                    wait=False,
                 )
+                if not isinstance(result, aiormq.spec.Basic.Ack):
+                    raise RuntimeError(f"not confirmed: {result!r}")
             except Exception:
                 await msg.nack(requeue=True)
                 raise

@@ -93,14 +93,16 @@ def render(result: dict[str, Any], console: Console) -> None:
         usage.add_column("wall s", justify="right")
         for party in parties:
             usage.add_column(party, justify="right")
-        usage.add_column("load avg (1 min) before / after")
+        usage.add_column("CPU wait")
+        usage.add_column("load 1 min")
         for name, p in phases.items():
             share = p.get("cpu_share", {})
             usage.add_row(
                 name,
                 _fmt(p.get("wall_s")),
                 *[_fmt(share.get(party)) for party in parties],
-                f"{p['loadavg_before'][0]:.2f} / {p['loadavg_after'][0]:.2f}",
+                "-" if p.get("cpu_pressure") is None else f"{p['cpu_pressure']:.0%}",
+                f"{p['loadavg_before'][0]:.2f}>{p['loadavg_after'][0]:.2f}",
             )
         console.print(usage)
     if result.get("error"):

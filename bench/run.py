@@ -90,9 +90,13 @@ async def _until(
     what: Callable[[], str],
     interval: float = 0.05,
     alive: Callable[[], None] = lambda: None,
-) -> None:
+) -> float:
+    """Poll ``check`` until it holds; returns when the check that held began."""
     deadline = time.perf_counter() + within
-    while not await check():
+    while True:
+        began = time.perf_counter()
+        if await check():
+            return began
         alive()
         if time.perf_counter() > deadline:
             raise BenchError(f"timed out after {within:.0f} s waiting for {what()}")
@@ -340,7 +344,7 @@ class BenchRun:
             t0 = time.perf_counter()
             publishing = asyncio.create_task(publish_stream(ex, items, window=self.o.window))
             publishing.add_done_callback(lambda _: _note(counts, t0))
-            await _until(
+            usage.done_at = await _until(
                 done,
                 within=self.o.timeout_s,
                 what=lambda: f"{n} receipts and {cases} assignments (have {counts})",
@@ -369,6 +373,7 @@ class BenchRun:
             intake_claims_per_s=round(rate, 1),
             intake_batch_reconciled=reconciled,
             intake_rejected=rejected,
+            intake_peak_rss_mb=round(usage.peak_rss_mb, 1),
         )
         if n >= 100_000:
             self.result["intake_100k_seconds"] = round(usage.wall_s * 100_000 / n, 2)
@@ -412,19 +417,25 @@ class BenchRun:
                 ex = await ch.get_exchange(self.topo.partners_in, ensure=False)
                 streams.append((ex, _as_partner(partner.partner_id, kind, per_partner(partner))))
             seen = {"n": 0}
-
-            async def done() -> bool:
-                seen["n"] = await self.db.inbox.count_documents(
-                    {"_id": {"$gte": "partner:", "$lt": "partner;"}}
-                )
-                return seen["n"] >= expected_total
+            probe = await self.channel()
 
             window = max(50, self.o.window // len(streams))
             with self.monitor.phase(phase) as usage:
                 publishing = asyncio.gather(
                     *(publish_stream(ex, items, window=window) for ex, items in streams)
                 )
-                await _until(
+
+                async def done() -> bool:
+                    # Counting the inbox reads every partner report: only once the queue
+                    # is drained (what is left is in the hub's prefetch, being committed).
+                    if not publishing.done() or await depth(probe, self.topo.hub_updates):
+                        return False
+                    seen["n"] = await self.db.inbox.count_documents(
+                        {"_id": {"$gte": "partner:", "$lt": "partner;"}}
+                    )
+                    return seen["n"] >= expected_total
+
+                usage.done_at = await _until(
                     done,
                     within=self.o.timeout_s,
                     what=lambda: f"{expected_total} partner reports applied (have {seen['n']})",
@@ -432,6 +443,7 @@ class BenchRun:
                     interval=0.1,
                 )
                 sent = sum(await publishing)
+            await probe.close()
             return sent / usage.wall_s
         finally:
             for conn in connections:
@@ -478,12 +490,13 @@ class BenchRun:
             raise BenchError(f"the hub refused {refused} partner report(s): see its rejections")
         return rate
 
-    async def latency(self) -> dict[str, float]:
+    async def latency(self) -> dict[str, Any]:
         """Claim published -> ``case.assigned`` delivered to the partner's queue, at a
         steady offered load (claims with a debtor of their own: one case each)."""
         total = max(1, round(self.o.latency_rate * self.o.latency_seconds))
         published: dict[str, float] = {}
         latencies: list[float] = []
+        arrivals: list[tuple[float, float]] = []  # (sent, latency ms), for the timeline
         connections = [await aio_pika.connect(p.url) for p in self.partners]
         try:
 
@@ -494,6 +507,7 @@ class BenchRun:
                     sent = published.get(body["claims"][0]["invoice_number"])
                     if sent is not None:
                         latencies.append((arrived - sent) * 1000)
+                        arrivals.append((sent, latencies[-1]))
 
             channels = []  # referenced until the end: a collected channel is closed
             for partner, conn in zip(self.partners, connections, strict=True):
@@ -552,7 +566,12 @@ class BenchRun:
                 with contextlib.suppress(Exception):
                     await conn.close()
         ordered = sorted(latencies)
-        stats = {
+        # p99 of each second of the offered load: steady, spikes, or a growing backlog?
+        seconds: dict[int, list[float]] = {}
+        for sent, ms in arrivals:
+            seconds.setdefault(int(sent - start), []).append(ms)
+        timeline = [round(percentile(sorted(v), 99), 1) for _, v in sorted(seconds.items())]
+        stats: dict[str, Any] = {
             "p50": round(percentile(ordered, 50), 1),
             "p95": round(percentile(ordered, 95), 1),
             "p99": round(percentile(ordered, 99), 1),
@@ -560,6 +579,7 @@ class BenchRun:
             "count": len(ordered),
             "missing": total - len(ordered),
             "offered_per_s": round(total / offered_s, 1) if offered_s else 0.0,
+            "p99_each_second": timeline,
         }
         self.result["latency_ms"] = stats
         self.result["latency_p99_ms"] = stats["p99"]

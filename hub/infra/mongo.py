@@ -10,6 +10,7 @@ commit; the loser's transaction is retried from its reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -151,6 +152,18 @@ def out_from_doc(d: Mapping[str, Any]) -> OutMessage:
 # --- the store ---------------------------------------------------------------------------
 
 
+def _bulk_conflict(e: ClientBulkWriteException) -> Exception:
+    """What a failed ``bulkWrite`` means for the transaction: the underlying error (its
+    labels, e.g. TransientTransactionError, drive the retry), a conflict (duplicate
+    keys, or write conflicts where a server reports them per write), or itself."""
+    if isinstance(e.error, PyMongoError):
+        return e.error
+    errors: list[Doc] = list(e.details.get("writeErrors") or [])
+    if errors and all(w.get("code") in (11000, 112) for w in errors):
+        return _Conflict(f"{len(errors)} write(s) conflicted: {errors[0].get('errmsg', '')}")
+    return e
+
+
 class _MongoTx:
     def __init__(self, db: AsyncDatabase[Doc], session: AsyncClientSession) -> None:
         self.db = db
@@ -179,7 +192,16 @@ class _MongoTx:
 
 
 class MongoStore:
-    """The transactional store: one transaction per batch, retried on conflicts."""
+    """The transactional store: one transaction per batch, retried on conflicts.
+
+    A small changeset is written with one multi-collection ``bulkWrite`` (MongoDB 8.0+):
+    when batches are small (a steady trickle of messages) the round trips, one per
+    collection, cost more than the writes. A large one is written collection by
+    collection, which servers insert faster.
+    """
+
+    #: Changesets of at most this many writes go in one ``bulkWrite`` command.
+    bulk_write_max_ops = 128
 
     def __init__(
         self,
@@ -198,10 +220,9 @@ class MongoStore:
         #: conflict (a write conflict, a stale case version or a taken event number).
         self.attempts = 0
         self.commits = 0
-        #: One ``bulkWrite`` command for the whole changeset (MongoDB 8.0+); False once
-        #: the server turns out older, then each collection is written on its own.
-        self._client_bulk = True
         self._outbox_fast = self.db.outbox.with_options(write_concern=WriteConcern(w=1))
+        #: False once the server turns out to have no multi-collection ``bulkWrite``.
+        self._client_bulk = True
 
     async def transact(self, work: Callable[[Tx], Awaitable[Changeset]]) -> Changeset:
         for attempt in range(1, self.max_attempts + 1):
@@ -228,35 +249,33 @@ class MongoStore:
         raise StoreError(f"transaction still conflicting after {self.max_attempts} attempts")
 
     async def _write(self, c: Changeset, s: AsyncClientSession) -> None:
-        """Write a changeset in one round trip: a multi-collection ``bulkWrite``.
-
-        A case is replaced only at the version it was loaded at: the replacement is an
-        upsert, so a stale version becomes an insert of an existing ``_id``, a duplicate
-        key, like an event number or a message id another worker took first; any of
-        them aborts the transaction as a conflict, and it is retried from its reads."""
-        if self._client_bulk:
-            ops = self._bulk_ops(c)
-            if not ops:
-                return
+        size = (
+            len(c.inbox)
+            + len(c.claims)
+            + len(c.cases)
+            + len(c.events)
+            + len(c.outbox)
+            + len(c.rejections)
+            + len(c.batch_counts)
+        )
+        if 0 < size <= self.bulk_write_max_ops and self._client_bulk:
             try:
-                await self.client.bulk_write(ops, ordered=False, session=s)
+                await self.client.bulk_write(self._bulk_ops(c), ordered=False, session=s)
                 return
-            except InvalidOperation:  # a server before MongoDB 8.0: nothing was sent
+            except InvalidOperation:  # a server before MongoDB 8.0; nothing was sent
                 log.info("the server has no multi-collection bulkWrite; writing per collection")
                 self._client_bulk = False
             except ClientBulkWriteException as e:
-                if isinstance(e.error, PyMongoError):
-                    # e.g. a WriteConflict: its labels (TransientTransactionError) matter
-                    raise e.error from e
-                errors: list[Doc] = list(e.details.get("writeErrors") or [])
-                # duplicate keys, and write conflicts where a server reports them per write
-                if errors and all(w.get("code") in (11000, 112) for w in errors):
-                    first = str(errors[0].get("errmsg", ""))[:200]
-                    raise _Conflict(f"{len(errors)} write(s) conflicted: {first}") from e
-                raise
+                meaning = _bulk_conflict(e)
+                if meaning is e:
+                    raise
+                raise meaning from e
         await self._write_each(c, s)
 
     def _bulk_ops(self, c: Changeset) -> list[Any]:
+        """The changeset as ``bulkWrite`` operations. A case is replaced at the version it
+        was loaded at by an upsert: at a stale version it becomes an insert of an
+        existing ``_id``, a duplicate key, that is a conflict like a taken event number."""
         ns = f"{self.db.name}."
         ops: list[Any] = [InsertOne(d, namespace=ns + "inbox") for d in c.inbox]
         ops += [
@@ -564,10 +583,13 @@ class GridFSDocuments:
 
 
 class MongoPartnerDirectory:
-    """Partner profiles and open-case counts, cached for ``ttl`` seconds.
+    """Partner profiles, cached for ``ttl`` seconds, and open-case counts.
 
-    Capacity is a soft limit: counts come from the cases collection at each refresh plus
-    this process's own assignments since; two workers may overshoot by one batch.
+    Capacity is a soft limit: counts come from the cases collection at each recount plus
+    this process's own assignments since; two workers may overshoot by what the other
+    assigned since its last recount. Counting reads every open case, which grows with
+    the book: after the first load it runs in the background, never in a batch's way,
+    and at most every ``ttl`` seconds or ten times as long as it last took.
     """
 
     def __init__(self, db: AsyncDatabase[Doc], ttl: float = 5.0) -> None:
@@ -577,9 +599,24 @@ class MongoPartnerDirectory:
         self._counts: dict[str, int] = {}
         self._deltas: dict[str, int] = {}
         self._loaded_at = -1e18
+        self._count_due = -1e18
+        self._counting: asyncio.Task[None] | None = None
 
     async def refresh(self) -> None:
-        profiles = [PartnerProfile.from_document(d) async for d in self.db.partners.find({})]
+        """Profiles and counts, now."""
+        if self._counting is not None:
+            with contextlib.suppress(Exception):
+                await self._counting  # one count at a time: each settles the deltas it saw
+        await self._load_profiles()
+        await self._recount()
+
+    async def _load_profiles(self) -> None:
+        self._profiles = [PartnerProfile.from_document(d) async for d in self.db.partners.find({})]
+        self._loaded_at = time.monotonic()
+
+    async def _recount(self) -> None:
+        started = time.monotonic()
+        before = dict(self._deltas)
         pipeline: list[Doc] = [
             {"$match": {"lifecycle": {"$in": [lc.value for lc in WITH_PARTNER]}}},
             {"$group": {"_id": "$partner_id", "n": {"$sum": 1}}},
@@ -587,12 +624,32 @@ class MongoPartnerDirectory:
         counts = {
             d["_id"]: int(d["n"]) async for d in await self.db.cases.aggregate(pipeline) if d["_id"]
         }
-        self._profiles, self._counts, self._deltas = profiles, counts, {}
-        self._loaded_at = time.monotonic()
+        # Assignments noted while counting may be counted already: keep them (a soft
+        # limit errs on the full side); those noted before are in the counts.
+        deltas = {k: v - before.get(k, 0) for k, v in self._deltas.items()}
+        self._counts, self._deltas = counts, {k: v for k, v in deltas.items() if v}
+        took = time.monotonic() - started
+        self._count_due = time.monotonic() + max(self.ttl, 10 * took)
+
+    async def _recount_in_background(self) -> None:
+        try:
+            await self._recount()
+        except Exception as e:  # the old counts stay; the next call tries again
+            log.warning("partner directory: counting open cases failed: %r", e)
+            self._count_due = time.monotonic() + self.ttl
+        finally:
+            self._counting = None
 
     async def profiles(self) -> list[PartnerProfile]:
-        if time.monotonic() - self._loaded_at > self.ttl:
+        now = time.monotonic()
+        if self._loaded_at < 0:  # never loaded, or a profile changed here
             await self.refresh()
+        elif now - self._loaded_at > self.ttl:
+            await self._load_profiles()
+        if time.monotonic() >= self._count_due and self._counting is None:
+            self._counting = asyncio.create_task(
+                self._recount_in_background(), name="partner-directory-recount"
+            )
         return self._profiles
 
     def open_cases(self) -> Mapping[str, int]:

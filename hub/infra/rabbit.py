@@ -31,9 +31,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
@@ -73,55 +73,66 @@ def to_incoming(msg: AbstractIncomingMessage) -> Incoming:
 
 
 class RabbitPublisher:
-    """Publishes outbox messages on a confirming channel, many in flight at once."""
+    """Publishes outbox messages on a confirming channel, many in flight at once.
+
+    It speaks to the channel's aiormq layer: an outbox message needs no ``aio_pika.Message``
+    of its own, and frames are queued without waiting for each to drain to the socket
+    (the broker's confirm is what counts). A message the broker returns (unroutable,
+    ``mandatory``) or nacks is not confirmed and stays in the outbox."""
 
     def __init__(self, channel: AbstractChannel, topology: Topology) -> None:
         self.channel = channel
         self.topology = topology
-        self._exchanges: dict[str, AbstractExchange] = {}
 
-    async def _exchange(self, logical: str) -> AbstractExchange:
-        ex = self._exchanges.get(logical)
-        if ex is None:
-            name = f"{self.topology.namespace}{logical}"
-            ex = await self.channel.get_exchange(name, ensure=False)
-            self._exchanges[logical] = ex
-        return ex
-
-    async def _one(self, out: OutMessage) -> None:
-        ex = await self._exchange(out.exchange)
-        await ex.publish(
-            aio_pika.Message(
-                out.body,
+    async def _one(self, channel: aiormq.Channel, out: OutMessage) -> bool:
+        result = await channel.basic_publish(
+            out.body,
+            exchange=f"{self.topology.namespace}{out.exchange}",
+            routing_key=out.routing_key,
+            properties=aiormq.spec.Basic.Properties(
                 content_type="application/json",
                 message_id=out.message_id,
-                type=out.type,
+                message_type=out.type,
                 correlation_id=out.correlation_id,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                delivery_mode=2,  # persistent
                 timestamp=out.created_at or dt.datetime.now(dt.UTC),
                 app_id="onewindow-hub",
             ),
-            routing_key=out.routing_key,
             mandatory=True,
+            wait=False,
         )
+        return isinstance(result, aiormq.spec.Basic.Ack)
 
     async def publish(self, messages: Sequence[OutMessage]) -> list[str]:
         """Publish with confirms; returns the ids confirmed. The rest stay in the outbox."""
         confirmed: list[str] = []
+        if not messages:
+            return confirmed
+        try:
+            channel = await self.channel.get_underlay_channel()
+        except (aiormq.exceptions.ChannelInvalidStateError, aiormq.exceptions.AMQPError) as e:
+            # closed: nothing is confirmed, the relay publishes it later
+            log.warning(
+                "publishing %d message(s): the channel is unavailable: %r", len(messages), e
+            )
+            return confirmed
+        assert isinstance(channel, aiormq.Channel)
         for start in range(0, len(messages), 2000):
             chunk = messages[start : start + 2000]
-            results = await asyncio.gather(*(self._one(o) for o in chunk), return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._one(channel, o) for o in chunk), return_exceptions=True
+            )
             for out, result in zip(chunk, results, strict=True):
-                if isinstance(result, BaseException):
+                if result is True:
+                    confirmed.append(out.message_id)
+                else:
                     log.warning(
                         "publish of %s (%s, case %s) failed: %r",
                         out.message_id,
                         out.routing_key,
                         out.correlation_id,
-                        result,
+                        result if isinstance(result, BaseException) else "returned or nacked",
                     )
-                else:
-                    confirmed.append(out.message_id)
         return confirmed
 
 

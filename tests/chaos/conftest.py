@@ -2,8 +2,9 @@
 
 Faults are injected only into processes the tests start themselves: hub workers
 (``hubctl run``), RabbitMQ nodes of their own (``scripts/rabbit-node``: ``ow-chaos``,
-``ow-c1..3``, ``ow-tls``) and a SecantusDB process of their own. The machine's main
-RabbitMQ node and database, which other tests share, are never restarted.
+``ow-c1..3``, ``ow-tls``, named after the test process, on free ports) and a SecantusDB
+process of their own. The machine's main RabbitMQ node and database, which other tests
+share, are never restarted.
 
 The hub-worker fixtures are the end-to-end suite's (``tests/e2e/conftest.py``): a hub that
 does not consume (``idle_hub``), its partner factory, and ``worker`` processes whose output
@@ -27,9 +28,6 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures and the report hook, s
     worker,
 )
 
-#: The separate RabbitMQ node that the broker-restart scenario restarts.
-CHAOS_NODE = ("ow-chaos", 5682)
-
 
 @pytest.fixture(scope="session")
 async def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -41,8 +39,8 @@ async def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 async def chaos_node(services: None) -> AsyncIterator[RabbitNode]:
-    node = RabbitNode(*CHAOS_NODE)
-    await node.remove()  # whatever an interrupted run left behind
+    """The separate RabbitMQ node that the broker-restart scenario restarts."""
+    node = RabbitNode("ow-chaos")
     await node.start()
     try:
         yield node

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -67,16 +69,50 @@ async def run(*args: str | Path, within: float = 180.0) -> str:
     return text
 
 
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, with_dist: bool = False) -> int:
+    """A free loopback port (and, ``with_dist``, the node's distribution port + 20000)."""
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(6000, 30000)
+        if with_dist and 35600 <= port + 20000 <= 35700:
+            continue  # rabbitmqctl's own distribution ports
+        if _free(port) and (not with_dist or _free(port + 20000)):
+            return port
+    raise RuntimeError("no free port found")
+
+
+#: Node names carry the test process's id: runs on one machine never share a node, and
+#: ``scripts/rabbit-node prune`` removes the nodes of a run that was killed.
+RUN = str(os.getpid())
+
+
 @dataclass
 class RabbitNode:
-    """A RabbitMQ node of its own (``scripts/rabbit-node``), never the machine's main one."""
+    """A RabbitMQ node of its own (``scripts/rabbit-node``), never the machine's main one.
+    Name ``<base>-<pid>``; free ports unless given."""
 
-    name: str
-    port: int
+    base: str
+    port: int = 0
     tls_port: int | None = None
     certs: Path | None = None
     verify_peer: bool = False
     no_tcp: bool = False
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.name = self.name or f"{self.base}-{RUN}"
+        self.port = self.port or free_port(with_dist=True)
+        if self.certs is not None and self.tls_port is None:
+            self.tls_port = free_port()
 
     @property
     def node(self) -> str:
@@ -86,7 +122,16 @@ class RabbitNode:
         return f"amqp://{user}:{password}@127.0.0.1:{self.port}/"
 
     async def start(self) -> str:
-        args: list[str | Path] = [RABBIT_NODE, "start", self.name, "--port", str(self.port)]
+        await run(RABBIT_NODE, "prune")  # the nodes of killed runs
+        args: list[str | Path] = [
+            RABBIT_NODE,
+            "start",
+            self.name,
+            "--port",
+            str(self.port),
+            "--owner",
+            RUN,
+        ]
         if self.tls_port is not None:
             assert self.certs is not None
             args += ["--tls-port", str(self.tls_port), "--certs", self.certs]
@@ -140,9 +185,9 @@ def secantusd_command() -> list[str]:
 class DbServer:
     """A SecantusDB process of a test's own, on its own port and storage."""
 
-    port: int
     storage: Path
     log_dir: Path
+    port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kind: str = field(default_factory=lambda: Path(secantusd_command()[0]).name)
@@ -176,27 +221,29 @@ class DbServer:
 
     async def start(self, within: float = 120.0) -> float:
         """Start and wait until it answers a ping; the seconds that took."""
-        from pymongo import AsyncMongoClient
-        from pymongo.errors import PyMongoError
-
         t0 = time.monotonic()
         log = self.spawn()
+        await asyncio.to_thread(self._wait_ping, log, t0 + within)
+        return time.monotonic() - t0
+
+    def _wait_ping(self, log: Path, deadline: float) -> None:
+        # A synchronous client in a thread: cancelling an async client's connection
+        # attempt leaks its socket (a ResourceWarning, an error under this suite).
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
         assert self.proc is not None
-        while True:
-            if self.proc.poll() is not None:
-                raise CommandFailed(f"secantusd exited {self.proc.returncode}: see {log}")
-            client: AsyncMongoClient[Doc] = AsyncMongoClient(
-                self.url, serverSelectionTimeoutMS=500, connectTimeoutMS=500
-            )
-            try:
-                await client.admin.command("ping")
-                return time.monotonic() - t0
-            except PyMongoError:
-                if time.monotonic() - t0 > within:
-                    raise CommandFailed(f"secantusd did not answer within {within} s") from None
-            finally:
-                await client.close()
-            await asyncio.sleep(0.2)
+        with MongoClient(self.url, serverSelectionTimeoutMS=500, connectTimeoutMS=500) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise CommandFailed(f"secantusd exited {self.proc.returncode}: see {log}")
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        raise CommandFailed(f"secantusd did not answer: see {log}") from None
+                time.sleep(0.2)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush beyond what each commit already wrote."""
