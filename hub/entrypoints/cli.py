@@ -29,7 +29,9 @@ def run() -> None:
 
     settings = Settings()
     setup_logging(settings.log_level, json_logs=settings.log_json)
-    console.print(f"[bold]hub worker[/] amqp={_safe(settings.amqp_url)} mongo={settings.mongo_url}")
+    console.print(
+        f"[bold]hub worker[/] amqp={_safe(settings.amqp_url)} mongo={_safe(settings.mongo_url)}"
+    )
     try:
         asyncio.run(run_forever(settings))
     except KeyboardInterrupt:

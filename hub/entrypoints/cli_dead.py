@@ -18,7 +18,7 @@ from rich.table import Table
 
 from hub.config import Settings
 from hub.entrypoints.cli_cases import err, fail, out, run
-from hub.infra.dead_letters import DeadLetter, DeadLetters
+from hub.infra.dead_letters import DeadLetter, DeadLetterError, DeadLetters
 from hub.service.deadletters import DeadLetterService, ReplayReport
 
 dead_app = typer.Typer(
@@ -59,8 +59,6 @@ def list_letters(
 
     For each: message id, type, the exchange and routing key it was published with, why
     and in which queue it died, how many times, and when."""
-    from hub.infra.dead_letters import DeadLetterError
-
     settings = Settings()
 
     async def main() -> list[DeadLetter]:
@@ -121,7 +119,10 @@ def replay(
         finally:
             await connection.close()
 
-    report = run(main())
+    try:
+        report = run(main())
+    except DeadLetterError as e:
+        raise fail(str(e)) from None
     _print_report(report)
     if not report.ok:
         raise typer.Exit(1)

@@ -206,7 +206,9 @@ class BatchConsumer:
         self.batches = 0
 
     async def start(self) -> None:
-        queue = await self.channel.get_queue(self.queue_name, ensure=False)
+        # A passive declare registers the queue with the robust channel, so its consumer
+        # is restored after a reconnect (get_queue(ensure=False) is not).
+        queue = await self.channel.declare_queue(self.queue_name, passive=True)
         self._tag = await queue.consume(self._inbox.put)
         self._settler = asyncio.create_task(self._settle_loop(), name=f"settle:{self.name}")
         self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.name}")
