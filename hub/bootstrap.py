@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ class Hub:
     consumers: list[rabbit.BatchConsumer] = field(default_factory=list)
     relay: rabbit.OutboxRelay | None = None
     channels: list[AbstractChannel] = field(default_factory=list)
+    lease: asyncio.Task[None] | None = None
 
     async def reconcile_batches(self) -> list[OutMessage]:
         out: list[OutMessage] = []
@@ -54,6 +56,12 @@ class Hub:
             await consumer.stop()
         if self.relay:
             await self.relay.stop()
+        if self.lease:
+            self.lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.lease
+            with contextlib.suppress(Exception):  # a stopped worker leaves no lease behind
+                await self.store.db.workers.delete_one({"_id": self.store.worker_id})
         await self.connection.close()
         await self.client.close()
 
@@ -173,10 +181,21 @@ async def start_hub(settings: Settings | None = None, *, consume: bool = True) -
         in_flight=in_flight,
     )
     hub.relay.start()
+    hub.lease = asyncio.create_task(_keep_lease(store, settings), name="lease")
     log.info(
         "hub worker %s consuming %s and %s", store.worker_id, topo.hub_claims, topo.hub_updates
     )
     return hub
+
+
+async def _keep_lease(store: mongo.MongoStore, settings: Settings) -> None:
+    """Note this worker alive; end what workers that went silent left open."""
+    while True:
+        try:
+            await store.heartbeat(settings.worker_stale_s)
+        except Exception as e:  # the database may be away; the next beat tries again
+            log.warning("worker heartbeat: %r", e)
+        await asyncio.sleep(settings.worker_heartbeat_s)
 
 
 async def run_forever(settings: Settings | None = None) -> None:

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(default=2.0, ge=0.1)
     #: Another writer's unsent entries are taken over after this long (writer presumed gone).
     outbox_orphan_s: float = Field(default=30.0, ge=0.1)
+    #: A worker notes itself alive this often; one silent for ``worker_stale_s`` is presumed
+    #: dead and the transactions it left open are ended (their locks released).
+    worker_heartbeat_s: float = Field(default=1.0, ge=0.1)
+    worker_stale_s: float = Field(default=6.0, ge=0.5)
     #: Largest body accepted on hub.claims (bytes); document messages have their own cap.
     max_claim_bytes: int = 64 * 1024
     max_update_bytes: int = 28 * 1024 * 1024

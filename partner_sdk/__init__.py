@@ -1,13 +1,23 @@
-"""OneWindow partner SDK: receive case assignments from the hub and report on the cases.
+"""OneWindow partner SDK: receive case assignments from the hub, report on the cases, and
+exchange their documents.
 
 ``PartnerClient`` (asyncio) and ``SyncPartnerClient`` (blocking) connect with the
 partner's own AMQP user; the message models are the hub's contract v1
 (``partner_sdk.messages``); every exception derives from ``PartnerSDKError``.
 """
 
-from partner_sdk.client import Delivery, DeliveryStream, HubMessage, PartnerClient, RecentIds
+from partner_sdk.client import (
+    Delivery,
+    DeliveryStream,
+    DownloadedDocument,
+    HubMessage,
+    PartnerClient,
+    RecentIds,
+)
 from partner_sdk.errors import (
     ConnectionFailed,
+    DownloadFailed,
+    DownloadTimeout,
     HubError,
     InvalidMessage,
     PartnerSDKError,
@@ -28,7 +38,9 @@ from partner_sdk.messages import (
     CaseRecalled,
     CloseCode,
     DocumentAdded,
+    DocumentContent,
     DocumentKind,
+    DocumentRequested,
     ErrorDetail,
     ErrorReply,
     Installment,
@@ -59,7 +71,12 @@ __all__ = [
     "Delivery",
     "DeliveryStream",
     "DocumentAdded",
+    "DocumentContent",
     "DocumentKind",
+    "DocumentRequested",
+    "DownloadFailed",
+    "DownloadTimeout",
+    "DownloadedDocument",
     "ErrorDetail",
     "ErrorReply",
     "HubError",

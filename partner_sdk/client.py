@@ -6,6 +6,14 @@ A partner connects with its own AMQP user (``amqp://<partner_id>:<password>@host
 partner publishes its reports to the exchange ``partners.in`` with the routing key
 ``<partner_id>.<type>`` and ``user_id`` set to its user, which the broker checks.
 
+Downloads: ``download_document`` publishes a ``document.requested`` and waits for the
+answer in the same queue, a ``document.content`` or an ``error.reply`` whose
+``in_reply_to`` is the request's message id. Answers to downloads go to the waiting call,
+never to ``deliveries()``, and are acknowledged at once (a late one is logged and
+dropped: a download is safe to repeat). While a download waits with ``prefetch``
+deliveries held unsettled, the client takes the messages ahead of the answer past the
+prefetch window (``basic.get``), so holding deliveries cannot block a download.
+
 Delivery policy (queue ``partner.<partner_id>``):
 
 - a delivery is acknowledged only when the caller calls ``Delivery.ack()``;
@@ -29,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import dataclasses
 import datetime as dt
 import enum
 import hashlib
@@ -52,7 +61,14 @@ from aio_pika.abc import (
 from pydantic import ValidationError
 
 from partner_sdk import messages as m
-from partner_sdk.errors import ConnectionFailed, HubError, InvalidMessage, PublishFailed
+from partner_sdk.errors import (
+    ConnectionFailed,
+    DownloadFailed,
+    DownloadTimeout,
+    HubError,
+    InvalidMessage,
+    PublishFailed,
+)
 
 __all__ = [
     "DEDUPE_WINDOW",
@@ -60,6 +76,7 @@ __all__ = [
     "REPORT_TYPES",
     "Delivery",
     "DeliveryStream",
+    "DownloadedDocument",
     "HubMessage",
     "PartnerClient",
     "RecentIds",
@@ -74,7 +91,8 @@ DEDUPE_WINDOW: Final = 10_000
 
 HubMessage = m.CaseAssigned | m.CaseRecalled | m.SettlementDecided | m.ErrorReply
 
-#: The messages the hub sends to a partner, by AMQP ``type``.
+#: The messages the hub delivers to a partner (``deliveries()``), by AMQP ``type``; the
+#: answers to downloads (``document.content``) go to ``download_document`` instead.
 HUB_MESSAGE_TYPES: Final[Mapping[str, type[m.Message]]] = {
     t.TYPE: t for t in (m.CaseAssigned, m.CaseRecalled, m.SettlementDecided, m.ErrorReply)
 }
@@ -107,6 +125,25 @@ _AMQP_ERRORS: tuple[type[BaseException], ...] = (
 MessageT = TypeVar("MessageT", bound=m.Message)
 Amount = Decimal | str | int
 Day = dt.date | str
+_Answer = m.DocumentContent | m.ErrorReply
+
+
+@dataclasses.dataclass(frozen=True)
+class DownloadedDocument:
+    """A document of a case, as ``download_document`` returns it: its content matches the
+    size and sha256 it was uploaded with."""
+
+    case_id: str
+    document_id: str
+    kind: m.DocumentKind
+    filename: str
+    content_type: str
+    sha256: str
+    content: bytes = dataclasses.field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
 
 
 class RecentIds:
@@ -297,6 +334,8 @@ class PartnerClient:
         self.queue_name = f"{namespace}partner.{pid}"
         self._handled = RecentIds(dedupe_window)
         self._in_flight: dict[str, Delivery] = {}
+        #: downloads waiting for their answer, by the request's message id
+        self._waiting: dict[str, asyncio.Future[_Answer]] = {}
         self._inbox: asyncio.Queue[Delivery] = asyncio.Queue()
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
@@ -401,6 +440,9 @@ class PartnerClient:
             first._copies.append(raw)
             return None
         try:
+            if raw.type == m.DocumentContent.TYPE:
+                await self._answer(raw, _parse(m.DocumentContent, raw.body))
+                return None
             message = parse_hub_message(raw.type, raw.body)
         except InvalidMessage as e:
             log.error(
@@ -411,11 +453,63 @@ class PartnerClient:
             )
             await _quietly(raw, "reject", requeue=False)
             return None
+        if isinstance(message, m.ErrorReply) and (
+            message.in_reply_to in self._waiting
+            or message.in_reply_to_type == m.DocumentRequested.TYPE
+        ):
+            await self._answer(raw, message)
+            return None
         delivery = Delivery(self, raw, message)
         if mid:
             self._in_flight[mid] = delivery
         self._inbox.put_nowait(delivery)
         return delivery
+
+    async def _answer(self, raw: _Raw, answer: _Answer) -> None:
+        """Hand the answer to a download to the call waiting for it, and acknowledge it."""
+        waiting = self._waiting.get(answer.in_reply_to)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(answer)
+        else:
+            log.warning(
+                "partner %s: %s %s answers download %s, which no call waits for any more",
+                self.partner_id,
+                answer.TYPE,
+                raw.message_id,
+                answer.in_reply_to,
+            )
+        await _quietly(raw, "ack", requeue=False)
+        if raw.message_id:
+            self._handled.add(raw.message_id)
+
+    async def _await_answer(self, future: asyncio.Future[_Answer], deadline: float) -> _Answer:
+        """The answer, by the event loop's time ``deadline`` (``TimeoutError`` otherwise).
+        When the prefetch window is full of unsettled deliveries the broker sends nothing
+        more: the messages ahead of the answer are then taken with ``basic.get``."""
+        loop = asyncio.get_running_loop()
+        while not future.done():
+            while not future.done() and len(self._in_flight) >= self.prefetch:
+                if not await self._pull():
+                    break
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError
+            await asyncio.wait({future}, timeout=min(left, 0.5))
+        return future.result()
+
+    async def _pull(self) -> bool:
+        """Take one message past the prefetch window; False if there was none."""
+        if self._queue is None:
+            return False
+        try:
+            raw = await self._queue.get(no_ack=False, fail=False)
+        except _AMQP_ERRORS as e:
+            log.warning("partner %s: could not get a message: %s", self.partner_id, _text(e))
+            return False
+        if raw is None:
+            return False
+        await self._receive(raw)
+        return True
 
     def _settled(self, delivery: Delivery, *, handled: bool) -> None:
         if not delivery.message_id:
@@ -434,7 +528,9 @@ class PartnerClient:
         """
         if REPORT_TYPES.get(report.TYPE) is not type(report):
             raise InvalidMessage(report.TYPE or type(report).__name__, "not a partner report")
-        mid = _message_id(report.TYPE, message_id)
+        return await self._publish(report, _message_id(report.TYPE, message_id))
+
+    async def _publish(self, report: m.Message, mid: str) -> str:
         if self._exchange is None:
             raise PublishFailed(
                 "the client is not connected", message_id=mid, message_type=report.TYPE
@@ -475,7 +571,7 @@ class PartnerClient:
         occurred_at: dt.datetime | None,
         message_id: str | None,
     ) -> str:
-        fields["occurred_at"] = occurred_at or dt.datetime.now(dt.UTC)
+        fields["occurred_at"] = occurred_at or _now()
         report = build(model, fields)
         return await self.send(report, message_id=message_id)
 
@@ -712,8 +808,84 @@ class PartnerClient:
             message_id=message_id,
         )
 
+    async def download_document(
+        self,
+        case_id: str,
+        document_id: str,
+        *,
+        timeout: float = 60.0,  # noqa: ASYNC109 (its expiry is a DownloadTimeout naming the download)
+        message_id: str | None = None,
+    ) -> DownloadedDocument:
+        """Download a document of a case assigned to you (``document.requested``), checked
+        against its size and sha256. Raises ``HubError`` if the hub refuses
+        (``unknown_case``, ``not_assignee``, ``unknown_document``), ``DownloadTimeout``
+        without an answer within ``timeout`` seconds, ``DownloadFailed`` if the content
+        does not match. A download changes nothing: retrying it is safe."""
+        request = build(
+            m.DocumentRequested,
+            {"case_id": case_id, "document_id": document_id, "occurred_at": _now()},
+        )
+        mid = _message_id(request.TYPE, message_id)
+        if mid in self._waiting:
+            raise InvalidMessage(request.TYPE, f"a download {mid} is waiting already")
+        await self._consume()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        future: asyncio.Future[_Answer] = loop.create_future()
+        self._waiting[mid] = future
+        try:
+            await self._publish(request, mid)
+            answer = await self._await_answer(future, deadline)
+        except TimeoutError:
+            raise DownloadTimeout(
+                f"no answer from the hub to download {mid} of document {document_id} of case "
+                f"{case_id} within {timeout} s; retry (a download is safe to repeat)",
+                message_id=mid,
+                case_id=case_id,
+                document_id=document_id,
+            ) from None
+        finally:
+            del self._waiting[mid]
+        if isinstance(answer, m.ErrorReply):
+            raise HubError(answer)
+        return _downloaded(answer, mid)
+
 
 # --- parsing and building -------------------------------------------------------------------
+
+
+def _downloaded(answer: m.DocumentContent, message_id: str) -> DownloadedDocument:
+    """The document of a ``document.content``; ``DownloadFailed`` if it is not what the
+    hub says it is."""
+    try:
+        content = base64.b64decode(answer.content_base64, validate=True)
+    except ValueError:  # binascii.Error is one
+        content = b""
+    digest = hashlib.sha256(content).hexdigest()
+    if len(content) != answer.size or digest != answer.sha256:
+        raise DownloadFailed(
+            f"document {answer.document_id} of case {answer.case_id} came back damaged: "
+            f"{len(content)} bytes of sha256 {digest}, not {answer.size} of {answer.sha256}",
+            message_id=message_id,
+            case_id=answer.case_id,
+            document_id=answer.document_id,
+        )
+    return DownloadedDocument(
+        case_id=answer.case_id,
+        document_id=answer.document_id,
+        kind=answer.kind,
+        filename=answer.filename,
+        content_type=answer.content_type,
+        sha256=answer.sha256,
+        content=content,
+    )
+
+
+def _parse(model: type[MessageT], body: bytes) -> MessageT:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise InvalidMessage(model.TYPE, _summary(e), _errors(e)) from e
 
 
 def parse_hub_message(message_type: str | None, body: bytes) -> HubMessage:
@@ -725,10 +897,7 @@ def parse_hub_message(message_type: str | None, body: bytes) -> HubMessage:
             "not a message the hub sends to partners; expected one of "
             + ", ".join(sorted(HUB_MESSAGE_TYPES)),
         )
-    try:
-        parsed = model.model_validate_json(body)
-    except ValidationError as e:
-        raise InvalidMessage(model.TYPE, _summary(e), _errors(e)) from e
+    parsed = _parse(model, body)
     assert isinstance(parsed, m.CaseAssigned | m.CaseRecalled | m.SettlementDecided | m.ErrorReply)
     return parsed
 
@@ -762,6 +931,10 @@ def _json(value: object) -> object:
     if isinstance(value, enum.Enum):
         return value.value
     raise TypeError(f"{type(value).__name__} {value!r} cannot be sent")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _text(e: BaseException) -> str:

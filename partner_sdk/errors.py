@@ -4,7 +4,11 @@ PartnerSDKError
 ├── InvalidMessage     the report does not satisfy the contract; nothing was sent: fix it
 ├── PublishFailed      the broker did not confirm the report: retry with the same message_id
 ├── ConnectionFailed   could not connect (address, credentials, permissions): check settings
-└── HubError           the hub refused a report with an ``error.reply``: see ``.reply``
+├── HubError           the hub refused a report or request with an ``error.reply``: see
+│                      ``.reply``
+└── DownloadFailed     a download brought no document (content not matching its sha256):
+    │                  retry, a download is safe to repeat
+    └── DownloadTimeout    no answer in time (also a ``TimeoutError``): retry
 
 A retry of a ``PublishFailed`` report with the same ``message_id`` is safe: the hub
 applies a message id at most once.
@@ -19,6 +23,8 @@ from partner_sdk.messages import ErrorReply
 
 __all__ = [
     "ConnectionFailed",
+    "DownloadFailed",
+    "DownloadTimeout",
     "HubError",
     "InvalidMessage",
     "PartnerSDKError",
@@ -62,7 +68,7 @@ class ConnectionFailed(PartnerSDKError):
 
 
 class HubError(PartnerSDKError):
-    """The hub refused a report: ``reply`` is the ``error.reply`` it sent back."""
+    """The hub refused a report or request: ``reply`` is the ``error.reply`` it sent back."""
 
     def __init__(self, reply: ErrorReply) -> None:
         where = f" on case {reply.case_id}" if reply.case_id else ""
@@ -75,3 +81,18 @@ class HubError(PartnerSDKError):
     @property
     def code(self) -> str:
         return self.reply.code
+
+
+class DownloadFailed(PartnerSDKError):
+    """A download brought no document; asking again is safe (a read changes nothing)."""
+
+    def __init__(self, message: str, *, message_id: str, case_id: str, document_id: str) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+        self.case_id = case_id
+        self.document_id = document_id
+
+
+class DownloadTimeout(DownloadFailed, TimeoutError):
+    """The hub did not answer a download in time (busy, or the request or its answer is
+    held up); asking again is safe."""

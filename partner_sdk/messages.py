@@ -55,7 +55,9 @@ __all__ = [
     "Debtor",
     "DebtorKind",
     "DocumentAdded",
+    "DocumentContent",
     "DocumentKind",
+    "DocumentRequested",
     "ErrorDetail",
     "ErrorReply",
     "Installment",
@@ -344,6 +346,28 @@ class BatchReconciled(Message):
     completed_at: Timestamp
 
 
+class _Document(_Strict):
+    """A document and its description, uploaded (``document.added``) or downloaded
+    (``document.content``): ``size`` and ``sha256`` are the decoded content's, and the
+    receiver checks them."""
+
+    document_id: Identifier
+    kind: DocumentKind
+    filename: Annotated[str, StringConstraints(pattern=r"^[^/\\\x00]{1,200}$", max_length=200)]
+    content_type: Literal[
+        "application/pdf",
+        "image/png",
+        "image/jpeg",
+        "text/plain",
+        "text/csv",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ]
+    size: Annotated[int, BeforeValidator(_integral), Field(ge=1, le=MAX_DOCUMENT_BYTES)]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$", max_length=64)]
+    # base64 of at most 20 MiB
+    content_base64: Annotated[str, StringConstraints(min_length=4, max_length=27_962_028)]
+
+
 # --- hub -> partner ---------------------------------------------------------------------
 
 
@@ -407,6 +431,15 @@ class SettlementDecided(Message):
     decided_at: Timestamp
 
 
+class DocumentContent(_Document, Message):
+    """A document of a case, sent to the partner that asked for it (``document.requested``)."""
+
+    TYPE: ClassVar[str] = "document.content"
+
+    in_reply_to: Annotated[str, StringConstraints(max_length=200)]
+    case_id: Identifier
+
+
 class ErrorReply(Message):
     """The hub's answer to a partner message it refused; nothing was changed."""
 
@@ -423,6 +456,7 @@ class ErrorReply(Message):
         "invalid_document",
         "unknown_legal_step",
         "unknown_type",
+        "unknown_document",
     ]
     message: Annotated[str, StringConstraints(max_length=1000)]
     errors: Annotated[list[ErrorDetail], Field(max_length=50)] = []
@@ -513,24 +547,19 @@ class CaseClosed(_PartnerReport):
     note: Text | None = None
 
 
-class DocumentAdded(_PartnerReport):
+class DocumentAdded(_Document, _PartnerReport):
+    """A document for a case, uploaded by the partner the case is assigned to."""
+
     TYPE: ClassVar[str] = "document.added"
 
+
+class DocumentRequested(_PartnerReport):
+    """A partner asks for a document of a case assigned to it; the hub answers with a
+    ``document.content`` (or an ``error.reply``) whose ``in_reply_to`` is this message id."""
+
+    TYPE: ClassVar[str] = "document.requested"
+
     document_id: Identifier
-    kind: DocumentKind
-    filename: Annotated[str, StringConstraints(pattern=r"^[^/\\\x00]{1,200}$", max_length=200)]
-    content_type: Literal[
-        "application/pdf",
-        "image/png",
-        "image/jpeg",
-        "text/plain",
-        "text/csv",
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    ]
-    size: Annotated[int, BeforeValidator(_integral), Field(ge=1, le=MAX_DOCUMENT_BYTES)]
-    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$", max_length=64)]
-    # base64 of at most 20 MiB
-    content_base64: Annotated[str, StringConstraints(min_length=4, max_length=27_962_028)]
 
 
 _ALL: tuple[type[Message], ...] = (
@@ -552,6 +581,8 @@ _ALL: tuple[type[Message], ...] = (
     CaseLegalStep,
     CaseClosed,
     DocumentAdded,
+    DocumentRequested,
+    DocumentContent,
     ErrorReply,
 )
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from partner_sdk.client import Delivery, HubMessage, PartnerClient
+from partner_sdk.client import Delivery, DownloadedDocument, HubMessage, PartnerClient
 from partner_sdk.errors import ConnectionFailed
 
 __all__ = ["SyncDelivery", "SyncPartnerClient"]
@@ -172,6 +172,22 @@ class SyncPartnerClient:
         limit = None if timeout is None else timeout + self.timeout
         delivery = self._run(client.next_delivery(timeout), timeout=limit)
         return None if delivery is None else SyncDelivery(self, delivery)
+
+    def download_document(
+        self,
+        case_id: str,
+        document_id: str,
+        *,
+        timeout: float = 60.0,
+        message_id: str | None = None,
+    ) -> DownloadedDocument:
+        client = self._connected()
+        call = client.download_document(
+            case_id, document_id, timeout=timeout, message_id=message_id
+        )
+        return self._run(call, timeout=timeout + self.timeout)
+
+    download_document.__doc__ = PartnerClient.download_document.__doc__
 
     accept = _blocking(PartnerClient.accept)
     decline = _blocking(PartnerClient.decline)

@@ -4,9 +4,13 @@ namespace, so tests never share state."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +18,7 @@ from hub.bootstrap import Hub, start_hub
 from hub.config import Settings
 from hub.infra import topology
 from tests.support import Management, unique_settings
+from tests.workers import WorkerProcess
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -50,14 +55,21 @@ def settings(services: None) -> Iterator[Settings]:
     Management(s).delete_namespace(s.namespace)
 
 
-@pytest.fixture
-async def hub(settings: Settings) -> AsyncIterator[Hub]:
-    h = await start_hub(settings)
+@contextlib.asynccontextmanager
+async def running_hub(settings: Settings, *, consume: bool) -> AsyncIterator[Hub]:
+    """A test's hub; its database is dropped afterwards."""
+    h = await start_hub(settings, consume=consume)
     try:
         yield h
     finally:
         await h.client.drop_database(settings.mongo_db)
         await h.close()
+
+
+@pytest.fixture
+async def hub(settings: Settings) -> AsyncIterator[Hub]:
+    async with running_hub(settings, consume=True) as h:
+        yield h
 
 
 @pytest.fixture
@@ -111,3 +123,55 @@ class PartnerFactory:
         self.management.add_partner_user(pid, "pw-" + pid, self.hub.settings.namespace)
         self.created.append(pid)
         return pid
+
+
+# --- a hub without consumers, and hub workers as separate processes (e2e, chaos) ---------
+
+
+@pytest.fixture
+async def idle_hub(settings: Settings) -> AsyncIterator[Hub]:
+    """Connections, topology and indexes of a test's hub, without consumers."""
+    async with running_hub(settings, consume=False) as h:
+        yield h
+
+
+@pytest.fixture
+async def idle_partner(idle_hub: Hub, management: Management) -> AsyncIterator[PartnerFactory]:
+    factory = PartnerFactory(idle_hub, management)
+    yield factory
+    for pid in factory.created:
+        management.delete_user(pid)
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A factory of hub worker processes: ``w = worker(ONEWINDOW_BATCH_MAX="50")``."""
+    made: list[WorkerProcess] = []
+
+    def make(**env: str) -> WorkerProcess:
+        w = WorkerProcess(settings, tmp_path, {f"ONEWINDOW_{k}": v for k, v in env.items()})
+        made.append(w)
+        return w
+
+    request.node.hub_workers = made
+    try:
+        yield make
+    finally:
+        for w in made:
+            w.stop_all()
+        deadline = time.monotonic() + 10
+        for w in made:
+            for proc in w.procs:
+                while proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        for w in getattr(item, "hub_workers", []):
+            report.sections.append(("hub worker output", w.output()))
+    return report

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -24,7 +25,7 @@ import pytest
 from hub.domain import lifecycle
 from hub.domain.model import CaseState, Event, EventKind, case_id_for, fold
 from hub.service import outgoing
-from hub.service.ports import Changeset, OutMessage, Tx
+from hub.service.ports import Changeset, OutMessage, Tx, retry_delay
 from partner_sdk import messages as m
 from tests.support import claim_body
 
@@ -52,6 +53,8 @@ class ContractStore(Protocol):
     async def note_failed(self, message_ids: Sequence[str], error: str) -> None: ...
 
     async def open_batches(self) -> list[tuple[str, str]]: ...
+
+    async def downloads(self, case_id: str) -> list[dict[str, Any]]: ...
 
     async def reconcile(
         self, creditor_id: str, batch_id: str, build: Callable[[Mapping[str, int]], OutMessage]
@@ -467,6 +470,20 @@ class StoreContract:
         await store.mark_sent(["o0", "o2"])
         assert await store.unsent(FAR) == []
 
+    async def test_a_failed_entry_waits_and_lets_the_others_go_first(
+        self, store: ContractStore
+    ) -> None:
+        second = dt.timedelta(seconds=1)
+        await store.transact(fixed(Changeset(outbox=[out("stuck", T0), out("next", T0 + second)])))
+        await store.note_failed(["stuck"], "publish not confirmed")
+        now = dt.datetime.now(dt.UTC)
+        assert [o.message_id for o in await store.unsent(now, limit=1)] == ["next"]
+        later = now + retry_delay(1) + second
+        assert [o.message_id for o in await store.unsent(later)] == ["stuck", "next"]
+        await store.note_failed(["stuck"], "publish not confirmed")  # waits longer now
+        assert [o.message_id for o in await store.unsent(later)] == ["next"]
+        assert retry_delay(2) > retry_delay(1) and retry_delay(60) == dt.timedelta(minutes=5)
+
     async def test_an_outbox_id_is_written_once(self, store: ContractStore) -> None:
         await store.transact(fixed(Changeset(outbox=[out("o1")])))
         with pytest.raises(self.store_error):
@@ -477,6 +494,27 @@ class StoreContract:
             return Changeset()
 
         await store.transact(check)
+
+    # -- downloads ----------------------------------------------------------------------------
+
+    async def test_a_download_answered_again_is_recorded_once(self, store: ContractStore) -> None:
+        second = dt.timedelta(seconds=1)
+
+        def served(request: str, at: dt.datetime) -> Changeset:
+            record = {"_id": request, "case_id": "C-1", "document_id": "D-1", "served_at": at}
+            reply = dataclasses.replace(out(f"doc:{request}"), transient=True)
+            return Changeset(downloads=[record], replies=[reply])
+
+        await store.transact(fixed(served("partner:acme-de:r1", T0)))
+        await store.transact(fixed(served("partner:acme-de:r1", T0 + second)))  # redelivered
+        await store.transact(fixed(served("partner:acme-de:r2", T0 + 2 * second)))
+        found = await store.downloads("C-1")
+        assert [(d["_id"], d["served_at"], d["answers"]) for d in found] == [
+            ("partner:acme-de:r1", T0, 2),
+            ("partner:acme-de:r2", T0 + 2 * second, 1),
+        ]
+        assert await store.downloads("C-2") == []
+        assert await store.unsent(FAR) == []  # a transient reply is never stored
 
     # -- batches ------------------------------------------------------------------------------
 

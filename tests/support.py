@@ -9,12 +9,16 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import httpx
 
 from hub.config import Settings
+
+if TYPE_CHECKING:
+    from hub.bootstrap import Hub
+    from partner_sdk import Delivery, PartnerClient
 
 
 def unique_settings(**overrides: Any) -> Settings:
@@ -65,6 +69,40 @@ def claim_body(
     if batch:
         body["batch_id"], body["batch_size"] = batch
     return body
+
+
+def partner_url(settings: Settings, pid: str) -> str:
+    """The broker URL of a test partner's own AMQP user (``PartnerFactory``'s password)."""
+    broker = urllib.parse.urlsplit(settings.amqp_url)
+    return f"amqp://{pid}:pw-{pid}@{broker.hostname}:{broker.port or 5672}/"
+
+
+async def place(hub: Hub, n: int, *, country: str = "DE") -> None:
+    """Place claim ``n`` (its own debtor, so its own case) as the creditor would."""
+    async with hub.connection.channel() as ch:
+        await publish_json(
+            ch,
+            hub.topology.claims_in,
+            "claim.placed",
+            claim_body(n, country=country, debtor=n),
+            type="claim.placed",
+        )
+
+
+async def next_of(
+    client: PartnerClient, wanted: Callable[[Delivery], bool], *, within: float = 30
+) -> Delivery:
+    """The next delivery that ``wanted`` accepts; others are acknowledged and skipped."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while (left := end - loop.time()) > 0:
+        delivery = await client.next_delivery(timeout=left)
+        if delivery is None:
+            break
+        if wanted(delivery):
+            return delivery
+        await delivery.ack()
+    raise AssertionError(f"no wanted delivery within {within} s")
 
 
 def now_iso() -> str:

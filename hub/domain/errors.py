@@ -4,6 +4,8 @@ DomainError
 ├── IllegalTransition   the case's state does not allow the command
 ├── NotAssignee         the sender is not the partner the case is assigned to
 ├── UnknownCase         no such case
+├── UnknownDocument     the case has no such document
+├── UnknownLegalStep    the country's catalog has no such legal step
 └── InvalidCommand      the command is well-formed but makes no sense (e.g. wrong currency)
 """
 
@@ -31,6 +33,10 @@ class NotAssignee(DomainError):
 
 class UnknownCase(DomainError):
     code = "unknown_case"
+
+
+class UnknownDocument(DomainError):
+    code = "unknown_document"
 
 
 class InvalidCommand(DomainError):

@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from hub.domain.errors import IllegalTransition, InvalidCommand, NotAssignee, UnknownLegalStep
+from hub.domain.errors import (
+    IllegalTransition,
+    InvalidCommand,
+    NotAssignee,
+    UnknownDocument,
+    UnknownLegalStep,
+)
 from hub.domain.model import (
     AWAITING_PLACEMENT,
     WITH_PARTNER,
@@ -366,6 +372,22 @@ def report(
             message_id=message_id,
         )
     ]
+
+
+def check_download(
+    state: CaseState, sender: str, document_id: str, document: Mapping[str, Any] | None
+) -> None:
+    """A partner reads a case's documents only while the case is assigned to it (also once
+    it has closed it). Whose case it is comes first, so that another partner learns
+    nothing of which documents exist. ``document`` is the stored one, or None."""
+    if state.partner_id != sender:
+        raise NotAssignee(
+            f"partner {sender} is not assigned case {state.case_id}", case_id=state.case_id
+        )
+    if document is None:
+        raise UnknownDocument(
+            f"case {state.case_id} has no document {document_id}", case_id=state.case_id
+        )
 
 
 def _check_legal_step(

@@ -38,6 +38,7 @@ CONSUMED: dict[str, tuple[str, str, tuple[type[m.Message], ...]]] = {
             m.CaseLegalStep,
             m.CaseClosed,
             m.DocumentAdded,
+            m.DocumentRequested,
         ),
     ),
 }
@@ -58,6 +59,12 @@ PUBLISHED: tuple[tuple[str, str, type[m.Message], str], ...] = (
         m.SettlementDecided,
         "partner.{partner_id}",
     ),
+    (
+        "partners.out",
+        "{partner_id}.document.content",
+        m.DocumentContent,
+        "partner.{partner_id}",
+    ),
     ("partners.out", "{partner_id}.error.reply", m.ErrorReply, "partner.{partner_id}"),
 )
 
@@ -66,7 +73,8 @@ _DESCRIPTIONS = {
     "type, `message_id` makes it idempotent; every claim gets exactly one `claim.receipt`.",
     "hub.partner-updates": "Partners' reports. Routing key `<partner_id>.<type>`; the "
     "broker-validated `user_id` must be the partner's id. A refused report is answered "
-    "with an `error.reply` and changes nothing.",
+    "with an `error.reply` and changes nothing. A `document.requested` is answered with a "
+    "`document.content` (or an `error.reply`) whose `in_reply_to` is its `message_id`.",
 }
 
 

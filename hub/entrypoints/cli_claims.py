@@ -41,7 +41,7 @@ from rich.table import Table
 from hub.config import Settings
 from hub.domain.model import CaseState
 from hub.infra import mongo, topology
-from hub.infra.topology import Topology
+from hub.infra.topology import Topology, existing_queue
 from hub.service import importer
 from hub.service.importer import (
     BatchFile,
@@ -232,7 +232,7 @@ async def wait_for_batch(
         channel = await conn.channel()
         await channel.set_qos(prefetch_count=1000)
         topo = await _declare(channel, settings, creditor_id)
-        queue = await channel.get_queue(topo.creditor_queue(creditor_id), ensure=False)
+        queue = await existing_queue(channel, topo.creditor_queue(creditor_id))
         tag = await queue.consume(inbox.put)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_s

@@ -43,7 +43,7 @@ from hub.domain.model import WITH_PARTNER, Event, Lifecycle
 from hub.entrypoints.cli_claims import WaitOutcome as Receipts
 from hub.entrypoints.cli_claims import count_receipt, import_file
 from hub.infra.rabbit_admin import BrokerAdminError, RabbitAdmin
-from hub.infra.topology import Topology, declare_creditor
+from hub.infra.topology import Topology, declare_creditor, existing_queue
 from hub.service import importer, simulation
 from hub.service.simulation import DEMO_CREDITOR, DEMO_PARTNERS
 from partner_sdk import messages as m
@@ -96,7 +96,7 @@ class SimulatedPartner:
         channel: AbstractChannel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=200)
         self._exchange = await channel.get_exchange(self.topology.partners_in, ensure=False)
-        queue = await channel.get_queue(self.topology.partner_queue(self.partner_id), ensure=False)
+        queue = await existing_queue(channel, self.topology.partner_queue(self.partner_id))
         await queue.consume(self._on_message)
 
     @property
@@ -181,7 +181,7 @@ class CreditorInbox:
         self._connection = await aio_pika.connect(self.settings.amqp_url)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=1000)
-        queue = await channel.get_queue(self.topology.creditor_queue(DEMO_CREDITOR), ensure=False)
+        queue = await existing_queue(channel, self.topology.creditor_queue(DEMO_CREDITOR))
         await queue.consume(self._on_message)
 
     async def _on_message(self, msg: AbstractIncomingMessage) -> None:

@@ -170,6 +170,8 @@ class ExceptionsOut(BaseModel):
     error_replies: list[dict[str, Any]]
     #: partner status codes the file adapter could not map (never guessed)
     quarantined: list[dict[str, Any]] = []
+    #: outgoing messages the broker did not confirm, retried with pauses
+    undelivered: list[dict[str, Any]] = []
     dead_letters: list[DeadLetterOut]
     dead_letter_error: str | None
     settlements: list[dict[str, Any]]
@@ -521,6 +523,15 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
             .sort("quarantined_at", -1)
             .limit(100)
         ]
+        undelivered = [
+            _plain(d)
+            async for d in db.outbox.find(
+                {"sent_at": None, "attempts": {"$gte": 1}},
+                {"body": 0, "worker_id": 0},
+            )
+            .sort("created_at", 1)
+            .limit(100)
+        ]
         unassigned = await s.coordinator.list_cases(lifecycle=Lifecycle.UNASSIGNED.value, limit=200)
         overdue = await s.coordinator.overdue(now, limit=200)
         settlements = [
@@ -534,6 +545,7 @@ def create_app(settings: Settings | None = None, *, connect: bool = True) -> Fas
             overdue=[case_out(c) for c in overdue],
             error_replies=replies,
             quarantined=quarantined,
+            undelivered=undelivered,
             dead_letters=letters,
             dead_letter_error=letter_error,
             settlements=settlements,

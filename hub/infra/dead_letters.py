@@ -33,6 +33,8 @@ import aio_pika
 import httpx
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
+from hub.infra.topology import existing_queue
+
 __all__ = ["DeadLetter", "DeadLetterError", "DeadLetters", "letter_id"]
 
 
@@ -188,7 +190,7 @@ class DeadLetters:
         channel = await connection.channel()
         held: list[AbstractIncomingMessage] = []
         try:
-            queue = await channel.get_queue(self.queue, ensure=False)
+            queue = await existing_queue(channel, self.queue)
             found: AbstractIncomingMessage | None = None
             for _ in range(scan):
                 msg = await queue.get(no_ack=False, fail=False)

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from bson.binary import UUID_SUBTYPE, Binary
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import FileExists, NoFile
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel, InsertOne, ReplaceOne, UpdateOne
@@ -38,7 +39,7 @@ from pymongo.write_concern import WriteConcern
 
 from hub.domain.model import WITH_PARTNER, CaseState, Event, EventKind, Lifecycle
 from hub.domain.routing import PartnerProfile
-from hub.service.ports import Changeset, OutMessage, StoreError, Tx
+from hub.service.ports import Changeset, OutMessage, StoreError, Tx, retry_delay
 from partner_sdk.messages import Phase
 
 log = logging.getLogger(__name__)
@@ -223,11 +224,65 @@ class MongoStore:
         self._outbox_fast = self.db.outbox.with_options(write_concern=WriteConcern(w=1))
         #: False once the server turns out to have no multi-collection ``bulkWrite``.
         self._client_bulk = True
+        #: Server session ids this worker has run transactions on, noted in ``workers``
+        #: once ``keep_lease`` runs (see ``heartbeat``).
+        self._lsids: set[bytes] = set()
+        self.keep_lease = False
+
+    # -- the lease: transactions of a killed worker end in seconds, not in 60 s ---------------
+
+    async def _note_session(self, session: AsyncClientSession) -> None:
+        lsid = bytes(session.session_id["id"])
+        if lsid not in self._lsids:
+            self._lsids.add(lsid)
+            await self.heartbeat_only()
+
+    async def heartbeat_only(self) -> None:
+        """Note this worker alive, with the server sessions its transactions use."""
+        await self.db.workers.update_one(
+            {"_id": self.worker_id},
+            {
+                "$set": {
+                    "seen_at": dt.datetime.now(dt.UTC),
+                    "lsids": [Binary(x, UUID_SUBTYPE) for x in sorted(self._lsids)],
+                }
+            },
+            upsert=True,
+        )
+
+    async def heartbeat(self, stale_after_s: float) -> list[str]:
+        """Note this worker alive and end the sessions of workers that stopped doing so.
+
+        A worker killed in the middle of a transaction leaves it open on the server, and
+        its locks make every transaction that touches the same documents fail with a
+        write conflict until the server's transaction lifetime (60 s) runs out. Killing
+        the dead worker's sessions (``killSessions``) releases them at once. A worker that
+        was only slow loses its open transaction, which it then retries. Returns the ids
+        of the workers whose sessions were ended."""
+        self.keep_lease = True
+        await self.heartbeat_only()
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=stale_after_s)
+        reaped: list[str] = []
+        cursor = self.db.workers.find({"_id": {"$ne": self.worker_id}, "seen_at": {"$lt": cutoff}})
+        async for d in cursor:
+            sessions = [{"id": x} for x in d.get("lsids", [])]
+            if sessions:
+                try:
+                    await self.client.admin.command({"killSessions": sessions})
+                except OperationFailure as e:  # not allowed here: the lifetime limit applies
+                    log.warning("could not end a stopped worker's sessions: %s", e)
+            await self.db.workers.delete_one({"_id": d["_id"], "seen_at": d["seen_at"]})
+            reaped.append(str(d["_id"]))
+        if reaped:
+            log.warning("ended the open transactions of stopped worker(s) %s", ", ".join(reaped))
+        return reaped
 
     async def transact(self, work: Callable[[Tx], Awaitable[Changeset]]) -> Changeset:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 async with self.client.start_session() as session:
+                    if self.keep_lease:
+                        await self._note_session(session)
 
                     async def callback(s: AsyncClientSession) -> Changeset:
                         self.attempts += 1
@@ -256,6 +311,7 @@ class MongoStore:
             + len(c.events)
             + len(c.outbox)
             + len(c.rejections)
+            + len(c.downloads)
             + len(c.batch_counts)
         )
         if 0 < size <= self.bulk_write_max_ops and self._client_bulk:
@@ -297,6 +353,10 @@ class MongoStore:
         ops += [InsertOne(event_to_doc(e), namespace=ns + "events") for e in c.events]
         ops += [InsertOne(out_to_doc(o, self.worker_id), namespace=ns + "outbox") for o in c.outbox]
         ops += [InsertOne(d, namespace=ns + "rejections") for d in c.rejections]
+        ops += [
+            UpdateOne(key, update, upsert=True, namespace=ns + "downloads")
+            for key, update in _download_updates(c)
+        ]
         ops += [
             UpdateOne(key, update, upsert=True, namespace=ns + "batch_counts")
             for key, update in self._batch_count_updates(c)
@@ -349,6 +409,12 @@ class MongoStore:
             )
         if c.rejections:
             await db.rejections.insert_many(c.rejections, ordered=False, session=s)
+        if c.downloads:
+            await db.downloads.bulk_write(
+                [UpdateOne(k, u, upsert=True) for k, u in _download_updates(c)],
+                ordered=False,
+                session=s,
+            )
         if c.batch_counts:
             await db.batch_counts.bulk_write(
                 [UpdateOne(k, u, upsert=True) for k, u in self._batch_count_updates(c)],
@@ -368,6 +434,11 @@ class MongoStore:
     async def case(self, case_id: str) -> CaseState | None:
         doc = await self.db.cases.find_one({"_id": case_id})
         return case_from_doc(doc) if doc else None
+
+    async def downloads(self, case_id: str) -> list[Doc]:
+        """Who downloaded which of a case's documents, and when (first answer first)."""
+        cursor = self.db.downloads.find({"case_id": case_id}).sort("served_at", ASCENDING)
+        return [d async for d in cursor]
 
     # -- outbox -----------------------------------------------------------------------
 
@@ -392,10 +463,16 @@ class MongoStore:
         this worker's own entries older than ``older_than`` and other writers' entries
         older than ``orphaned_before`` (their writer is presumed gone): a live worker
         publishes its own entries right after its commit."""
-        query: Doc = {"sent_at": None, "created_at": {"$lt": older_than}}
+        # An entry that failed waits until its retry_at (see note_failed).
+        query: Doc = {
+            "sent_at": None,
+            "created_at": {"$lt": older_than},
+            "retry_at": {"$not": {"$gte": older_than}},
+        }
         if orphaned_before is not None:
             query = {
                 "sent_at": None,
+                "retry_at": {"$not": {"$gte": older_than}},
                 "$or": [
                     {"worker_id": self.worker_id, "created_at": {"$lt": older_than}},
                     {"created_at": {"$lt": orphaned_before}},
@@ -405,10 +482,25 @@ class MongoStore:
         return [out_from_doc(d) async for d in cursor]
 
     async def note_failed(self, message_ids: Sequence[str], error: str) -> None:
-        if message_ids:
+        """Count a failed publish and set the entry aside for a while (``retry_delay``):
+        it stays in the outbox, is retried, and shows in ``hubctl outbox``."""
+        if not message_ids:
+            return
+        now = dt.datetime.now(dt.UTC)
+        cursor = self.db.outbox.find({"_id": {"$in": list(message_ids)}}, {"attempts": 1})
+        by_attempts: dict[int, list[str]] = {}
+        async for d in cursor:
+            by_attempts.setdefault(int(d.get("attempts") or 0) + 1, []).append(d["_id"])
+        for attempts, ids in by_attempts.items():
             await self.db.outbox.update_many(
-                {"_id": {"$in": list(message_ids)}},
-                {"$inc": {"attempts": 1}, "$set": {"last_error": error[:500]}},
+                {"_id": {"$in": ids}},
+                {
+                    "$set": {
+                        "attempts": attempts,
+                        "last_error": error[:500],
+                        "retry_at": now + retry_delay(attempts),
+                    }
+                },
             )
 
     # -- batches ------------------------------------------------------------------------
@@ -491,6 +583,17 @@ class MongoStore:
             return None
 
 
+def _download_updates(c: Changeset) -> list[tuple[Doc, Doc]]:
+    """Each download record as an upsert: the first answer's record stays, answers count."""
+    return [
+        (
+            {"_id": d["_id"]},
+            {"$setOnInsert": {k: v for k, v in d.items() if k != "_id"}, "$inc": {"answers": 1}},
+        )
+        for d in c.downloads
+    ]
+
+
 class MongoCaseQueries:
     """``CaseQueries`` over the ``cases`` collection (snapshots with derived fields).
 
@@ -564,8 +667,13 @@ class GridFSDocuments:
         except FileExists:
             return
 
+    async def info(self, file_id: str) -> Doc | None:
+        """A document's description (``filename``, ``length``, ``metadata``), without
+        its content; None if there is no such document."""
+        return await self.db["documents.files"].find_one({"_id": file_id})
+
     async def get(self, file_id: str) -> tuple[Doc, bytes] | None:
-        info = await self.db["documents.files"].find_one({"_id": file_id})
+        info = await self.info(file_id)
         if info is None:
             return None
         try:
@@ -686,6 +794,11 @@ INDEXES: dict[str, list[IndexModel]] = {
     "inbox": [IndexModel([("received_at", ASCENDING)])],
     "outbox": [IndexModel([("sent_at", ASCENDING), ("created_at", ASCENDING)])],
     "rejections": [IndexModel([("received_at", ASCENDING)])],
+    # documents served to partners: by case, and by partner for an audit of one partner
+    "downloads": [
+        IndexModel([("case_id", ASCENDING), ("served_at", ASCENDING)]),
+        IndexModel([("partner_id", ASCENDING), ("served_at", ASCENDING)]),
+    ],
     # partner status codes the file adapter could not map, for the coordinator
     "quarantine": [IndexModel([("partner_id", ASCENDING), ("status", ASCENDING)])],
     "batch_counts": [

@@ -6,7 +6,9 @@ durable, so they use aio-pika directly.
 
 Ack / retry / dead-letter policy of ``BatchConsumer``:
 - committed batch: every message acknowledged (its effects and outbox are durable), with
-  one ``basic.ack(multiple)`` per batch;
+  one ``basic.ack(multiple)`` per batch, once its transient replies (a document's
+  content, never in the outbox) are confirmed; if one is not, the batch is requeued
+  instead and its reads are answered again (its changes are deduplicated);
 - the store or broker is unreachable: the batch is retried in place, with backoff,
   without burning delivery attempts;
 - any other error: the batch is split and each message retried alone; one that still
@@ -39,7 +41,7 @@ from aio_pika.abc import (
 )
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from hub.infra.topology import Topology
+from hub.infra.topology import Topology, existing_queue
 from hub.service.ports import Incoming, OutMessage
 
 log = logging.getLogger(__name__)
@@ -151,10 +153,12 @@ class InFlight:
     def begin(self, ids: Sequence[str]) -> None:
         self._busy.update(ids)
 
-    def end(self, ids: Sequence[str]) -> None:
+    def end(self, ids: Sequence[str], published: Sequence[str] | None = None) -> None:
+        """Release ``ids``. Only those in ``published`` (all of them if not given) linger:
+        an entry the broker did not confirm is the relay's to retry at once."""
         now = time.monotonic()
         self._busy.difference_update(ids)
-        for i in ids:
+        for i in ids if published is None else published:
             self._done[i] = now
         if len(self._done) > 100_000 or (
             self._done and next(iter(self._done.values())) < now - self.linger_s
@@ -206,9 +210,7 @@ class BatchConsumer:
         self.batches = 0
 
     async def start(self) -> None:
-        # A passive declare registers the queue with the robust channel, so its consumer
-        # is restored after a reconnect (get_queue(ensure=False) is not).
-        queue = await self.channel.declare_queue(self.queue_name, passive=True)
+        queue = await existing_queue(self.channel, self.queue_name)
         self._tag = await queue.consume(self._inbox.put)
         self._settler = asyncio.create_task(self._settle_loop(), name=f"settle:{self.name}")
         self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.name}")
@@ -287,17 +289,21 @@ class BatchConsumer:
                 await self._one_by_one(batch, e)
                 return
         # Committed: from here on the relay must leave these entries to us.
+        replies = [o for o in outbox if o.transient]
+        outbox = [o for o in outbox if not o.transient]
         ids = [o.message_id for o in outbox]
         self.in_flight.begin(ids)
-        await self._settle.put(lambda: self._publish_and_ack(batch, outbox, ids))
+        await self._settle.put(lambda: self._publish_and_ack(batch, outbox, ids, replies))
 
     async def _publish_and_ack(
         self,
         batch: Sequence[AbstractIncomingMessage],
         outbox: list[OutMessage],
         ids: list[str],
+        replies: Sequence[OutMessage] = (),
     ) -> None:
         if outbox:
+            confirmed: list[str] = []
             try:
                 confirmed = await self.publisher.publish(outbox)
                 await self.mark_sent(confirmed)
@@ -306,10 +312,41 @@ class BatchConsumer:
                     "%s: publishing after commit failed, the relay will retry: %r", self.name, e
                 )
             finally:
-                self.in_flight.end(ids)
+                self.in_flight.end(ids, confirmed)
+        if not await self._reply(replies):
+            # Nothing else is lost by this: what the batch changed is committed and
+            # deduplicated when it comes back; only its unanswered reads run again.
+            log.warning(
+                "%s: a reply was not confirmed; a batch of %d goes back to the queue",
+                self.name,
+                len(batch),
+            )
+            await asyncio.sleep(1.0)  # not at once: give the broker a moment
+            await requeue_all(batch)
+            return
         await ack_all(batch)
         self.processed += len(batch)
         self.batches += 1
+
+    async def _reply(self, replies: Sequence[OutMessage]) -> bool:
+        """Publish transient replies (never in the outbox), reading one body at a time;
+        False as soon as one is not confirmed."""
+        for reply in replies:
+            try:
+                confirmed = await self.publisher.publish([await reply.loaded()])
+            except Exception as e:
+                log.warning(
+                    "%s: reply %s (%s, case %s) failed: %r",
+                    self.name,
+                    reply.message_id,
+                    reply.routing_key,
+                    reply.correlation_id,
+                    e,
+                )
+                return False
+            if not confirmed:
+                return False
+        return True
 
     async def _one_by_one(self, batch: list[AbstractIncomingMessage], error: Exception) -> None:
         if len(batch) > 1:
@@ -358,6 +395,13 @@ async def ack_all(batch: Sequence[AbstractIncomingMessage]) -> None:
     for msg in last.values():
         with contextlib.suppress(Exception):  # channel gone: redelivery is deduplicated
             await msg.ack(multiple=True)
+
+
+async def requeue_all(batch: Sequence[AbstractIncomingMessage]) -> None:
+    """Give a batch back to its queue (each message counts one more delivery)."""
+    for msg in batch:
+        with contextlib.suppress(Exception):  # channel gone: it is redelivered anyway
+            await msg.nack(requeue=True)
 
 
 class OutboxRelay:

@@ -96,6 +96,14 @@ async def declare_queue(
     return queue
 
 
+async def existing_queue(channel: AbstractChannel, name: str) -> AbstractQueue:
+    """A queue that must already exist (``ChannelNotFoundEntity`` if not).
+
+    A passive declare, not ``get_queue(ensure=False)``: it registers the queue with a robust
+    channel, so a consumer started on it is restored after a reconnect."""
+    return await channel.declare_queue(name, passive=True)
+
+
 async def declare_hub(channel: AbstractChannel, topology: Topology) -> None:
     """Declare every exchange and the hub's own queues."""
     for name in topology.exchanges:

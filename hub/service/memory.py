@@ -25,7 +25,15 @@ from typing import Any
 
 from hub.domain.model import WITH_PARTNER, CaseState, Event, Lifecycle
 from hub.domain.routing import PartnerProfile
-from hub.service.ports import Changeset, Clock, OutMessage, StoreError, Tx, utcnow
+from hub.service.ports import (
+    Changeset,
+    Clock,
+    OutMessage,
+    StoreError,
+    Tx,
+    retry_delay,
+    utcnow,
+)
 
 __all__ = [
     "FakeClock",
@@ -52,6 +60,7 @@ class OutboxEntry:
     sent_at: dt.datetime | None = None
     attempts: int = 0
     last_error: str | None = None
+    retry_at: dt.datetime | None = None
 
 
 class _MemoryTx:
@@ -97,6 +106,8 @@ class InMemoryStore:
         self.event_log: dict[str, Event] = {}
         self.outbox: dict[str, OutboxEntry] = {}
         self.rejections: dict[str, dict[str, Any]] = {}
+        #: documents served to partners, by request (see ``Changeset.downloads``)
+        self.download_log: dict[str, dict[str, Any]] = {}
         #: (creditor id, batch id) -> counts, ``expected`` and ``reconciled``
         self.batch_counts: dict[tuple[str, str], dict[str, Any]] = {}
         #: "<creditor>:<batch>" -> the reconciled totals
@@ -147,6 +158,9 @@ class InMemoryStore:
             self.outbox[out.message_id] = OutboxEntry(out)
         for doc in c.rejections:
             self.rejections[doc["_id"]] = copy.deepcopy(doc)
+        for doc in c.downloads:
+            served = self.download_log.setdefault(doc["_id"], copy.deepcopy(doc))
+            served["answers"] = served.get("answers", 0) + 1
         for key, counts in c.batch_counts.items():
             entry = self.batch_counts.setdefault(key, {"reconciled": False})
             for name, n in counts.items():
@@ -167,6 +181,11 @@ class InMemoryStore:
     async def case(self, case_id: str) -> CaseState | None:
         state = self.cases.get(case_id)
         return copy.deepcopy(state) if state is not None else None
+
+    async def downloads(self, case_id: str) -> list[dict[str, Any]]:
+        """Who downloaded which of a case's documents, and when (first answer first)."""
+        found = [d for d in self.download_log.values() if d.get("case_id") == case_id]
+        return copy.deepcopy(sorted(found, key=lambda d: d["served_at"]))
 
     # -- outbox ---------------------------------------------------------------------------
 
@@ -192,6 +211,7 @@ class InMemoryStore:
             if e.sent_at is None
             and e.message.created_at is not None
             and e.message.created_at < older_than
+            and (e.retry_at is None or e.retry_at < older_than)
         ]
         pending.sort(key=lambda o: o.created_at or older_than)
         return pending[:limit]
@@ -202,6 +222,7 @@ class InMemoryStore:
             if entry is not None:
                 entry.attempts += 1
                 entry.last_error = error[:500]
+                entry.retry_at = self.clock() + retry_delay(entry.attempts)
 
     # -- batches --------------------------------------------------------------------------
 
@@ -271,6 +292,10 @@ class InMemoryDocuments:
             "metadata": dict(metadata),
         }
         self.files[file_id] = (info, bytes(data))
+
+    async def info(self, file_id: str) -> dict[str, Any] | None:
+        found = self.files.get(file_id)
+        return copy.deepcopy(found[0]) if found is not None else None
 
     async def get(self, file_id: str) -> tuple[dict[str, Any], bytes] | None:
         found = self.files.get(file_id)

@@ -4,7 +4,7 @@ message, so a replayed input produces the same outgoing id and receivers can ded
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from hub.domain.model import CaseState
 from partner_sdk import messages as m
@@ -117,6 +117,29 @@ def recalled(
 def settlement_decided(partner_id: str, body: m.SettlementDecided, now: dt.datetime) -> OutMessage:
     return _to_partner(
         partner_id, body, f"std:{body.case_id}:{body.settlement_id}", body.case_id, now
+    )
+
+
+def document_content(
+    partner_id: str,
+    *,
+    in_reply_to: str,
+    case_id: str,
+    load: Callable[[], Awaitable[bytes]],
+    now: dt.datetime,
+) -> OutMessage:
+    """``document.content`` answering the ``document.requested`` ``in_reply_to``: a
+    transient reply (never in the outbox) whose body ``load`` builds when it is sent."""
+    return OutMessage(
+        message_id=f"doc:{partner_id}:{in_reply_to}",
+        exchange=PARTNERS_OUT,
+        routing_key=f"{partner_id}.{m.DocumentContent.TYPE}",
+        type=m.DocumentContent.TYPE,
+        body=b"",
+        correlation_id=case_id,
+        created_at=now,
+        transient=True,
+        load=load,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from hub.domain.model import CaseState, Event
@@ -36,7 +36,14 @@ class Incoming:
 
 @dataclass(frozen=True)
 class OutMessage:
-    """A message the hub will publish, recorded in the outbox with the change that caused it."""
+    """A message the hub will publish, recorded in the outbox with the change that caused it.
+
+    A ``transient`` one is a reply that is safe to repeat (a document's content): it is
+    never stored, as it may exceed what a database document holds; the consumer
+    publishes it after the commit and acknowledges the request only once the broker has
+    confirmed it, so a reply lost in a crash is answered again on redelivery. Its body
+    may be read only then (``load``), so that a batch of them is never held at once.
+    """
 
     message_id: str
     exchange: str  # logical name: claims.receipts, partners.out
@@ -45,6 +52,14 @@ class OutMessage:
     body: bytes
     correlation_id: str | None = None
     created_at: dt.datetime | None = None
+    transient: bool = False
+    load: Callable[[], Awaitable[bytes]] | None = field(default=None, compare=False, repr=False)
+
+    async def loaded(self) -> OutMessage:
+        """This message with its body read (itself if there was nothing to read)."""
+        if self.load is None:
+            return self
+        return replace(self, body=await self.load(), load=None)
 
 
 @dataclass
@@ -58,6 +73,12 @@ class Changeset:
     events: list[Event] = field(default_factory=list)
     outbox: list[OutMessage] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
+    #: Documents served to partners (the audit), one record per request (``_id``). A
+    #: request answered again after a redelivery keeps its first record; the store
+    #: counts the answers in ``answers``.
+    downloads: list[dict[str, Any]] = field(default_factory=list)
+    #: Transient replies (see ``OutMessage``): published after the commit, never stored.
+    replies: list[OutMessage] = field(default_factory=list)
     #: (creditor id, batch id) -> {"expected": n, "accepted": n, ...} increments
     batch_counts: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
@@ -107,6 +128,13 @@ class PartnerDirectory(Protocol):
 
 class Clock(Protocol):
     def __call__(self) -> dt.datetime: ...
+
+
+def retry_delay(attempts: int) -> dt.timedelta:
+    """How long an outbox entry the broker did not confirm waits before the relay tries it
+    again: 2, 4, 8 ... seconds, at most 5 minutes. The wait keeps entries that cannot be
+    routed (a creditor or partner without a queue) from holding back the others."""
+    return dt.timedelta(seconds=min(2 ** max(attempts, 1), 300))
 
 
 def utcnow() -> dt.datetime:

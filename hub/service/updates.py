@@ -5,16 +5,22 @@ Consumer of ``hub.partner-updates``. The sender is the broker-validated AMQP ``u
 refused report (invalid, unknown case, foreign case, illegal transition) gets an
 ``error.reply`` to its sender, is recorded in ``rejections``, and changes nothing. A
 repeated ``message_id`` changes nothing. A batch is one transaction, like intake.
+
+A ``document.requested`` is a read: refused like a report, or answered with the
+document's content, recorded in ``downloads``. The answer is a transient reply (see
+``OutMessage``), too large for the outbox; the request is not entered in the inbox, so a
+request redelivered before its answer was confirmed is answered again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,6 +51,7 @@ REPORT_TYPES = frozenset(
         m.CaseLegalStep,
         m.CaseClosed,
         m.DocumentAdded,
+        m.DocumentRequested,
     )
 )
 
@@ -53,6 +60,10 @@ class DocumentStore(Protocol):
     async def put(
         self, file_id: str, data: bytes, *, filename: str, metadata: Mapping[str, Any]
     ) -> None: ...
+
+    async def info(self, file_id: str) -> Mapping[str, Any] | None: ...
+
+    async def get(self, file_id: str) -> tuple[Mapping[str, Any], bytes] | None: ...
 
 
 LegalSteps = Callable[[str], Mapping[str, Any] | None]
@@ -135,8 +146,8 @@ class UpdatesService:
         if mtype not in REPORT_TYPES:
             return refuse(
                 "unknown_type",
-                f"message type {mtype[:64]!r} is not a partner "
-                "report; expected one of " + ", ".join(sorted(REPORT_TYPES)),
+                f"message type {mtype[:64]!r} is not one a partner "
+                "sends; expected one of " + ", ".join(sorted(REPORT_TYPES)),
             )
         try:
             model = contract.validate(mtype, msg.body)
@@ -155,17 +166,43 @@ class UpdatesService:
         parsed = [self.parse(msg) for msg in batch]
         profiles = await self.partners.profiles()
         open_cases = dict(self.partners.open_cases())
+        documents = await self._requested_documents(parsed)
         deltas: dict[str, int] = {}
 
         async def work(tx: Tx) -> Changeset:
             deltas.clear()
-            run = _UpdatesRun(self, tx, self.clock(), profiles, open_cases, deltas)
+            run = _UpdatesRun(self, tx, self.clock(), profiles, open_cases, deltas, documents)
             return await run.run(parsed)
 
         changes = await self.store.transact(work)
         for partner_id, n in deltas.items():
             self.partners.note_assigned(partner_id, n)
-        return changes.outbox
+        return changes.outbox + changes.replies
+
+    async def _requested_documents(self, parsed: Sequence[_Parsed]) -> dict[str, Mapping[str, Any]]:
+        """The descriptions of the documents requested, read before the transaction (a
+        stored document never changes); their content is read only when it is sent."""
+        found: dict[str, Mapping[str, Any]] = {}
+        for p in parsed:
+            if isinstance(p.model, m.DocumentRequested):
+                file_id = document_file_id(p.model.case_id, p.model.document_id)
+                if file_id not in found and (info := await self.documents.info(file_id)):
+                    found[file_id] = info
+        return found
+
+    def content_loader(
+        self, file_id: str, *, in_reply_to: str, case_id: str
+    ) -> Callable[[], Awaitable[bytes]]:
+        """What builds the body of a ``document.content`` when it is sent."""
+
+        async def load() -> bytes:
+            found = await self.documents.get(file_id)
+            if found is None:  # documents are never deleted: the store lost it
+                raise LookupError(f"document {file_id} is described but cannot be read")
+            info, data = found
+            return await asyncio.to_thread(_content_body, info, data, in_reply_to, case_id)
+
+        return load
 
 
 def _document_bytes(doc: m.DocumentAdded) -> tuple[str | None, bytes | None]:
@@ -185,6 +222,22 @@ def document_file_id(case_id: str, document_id: str) -> str:
     return f"{case_id}/{document_id}"
 
 
+def _content_body(info: Mapping[str, Any], data: bytes, in_reply_to: str, case_id: str) -> bytes:
+    """The ``document.content`` body (run in a thread: encoding 20 MiB takes a while)."""
+    meta = info["metadata"]
+    return m.DocumentContent(
+        in_reply_to=in_reply_to,
+        case_id=case_id,
+        document_id=meta["document_id"],
+        kind=m.DocumentKind(meta["kind"]),
+        filename=info["filename"],
+        content_type=meta["content_type"],
+        size=meta["size"],
+        sha256=meta["sha256"],
+        content_base64=base64.b64encode(data).decode("ascii"),
+    ).to_json()
+
+
 class _UpdatesRun:
     def __init__(
         self,
@@ -194,6 +247,7 @@ class _UpdatesRun:
         profiles: Sequence[Any],
         open_cases: Mapping[str, int],
         deltas: dict[str, int],
+        documents: Mapping[str, Mapping[str, Any]],
     ) -> None:
         self.s = service
         self.tx = tx
@@ -205,6 +259,8 @@ class _UpdatesRun:
         self.cases: dict[str, CaseState] = {}
         self.loaded: dict[str, int] = {}
         self.touched: dict[str, None] = {}
+        #: descriptions of the documents requested, and of those stored by this run
+        self.documents = dict(documents)
 
     async def run(self, parsed: Sequence[_Parsed]) -> Changeset:
         seen = await self.tx.seen(p.key for p in parsed)
@@ -233,6 +289,9 @@ class _UpdatesRun:
         try:
             if state is None:
                 raise UnknownCase(f"there is no case {case_id}", case_id=case_id)
+            if isinstance(p.model, m.DocumentRequested):
+                self._serve(p, state, p.model)
+                return
             events = lifecycle.report(
                 state,
                 p.sender,
@@ -245,20 +304,23 @@ class _UpdatesRun:
             self._refuse(p, e.code, e.message, [])
             return
         if isinstance(p.model, m.DocumentAdded) and p.content is not None:
+            file_id = document_file_id(case_id, p.model.document_id)
+            metadata = {
+                "case_id": case_id,
+                "document_id": p.model.document_id,
+                "kind": p.model.kind.value,
+                "content_type": p.model.content_type,
+                "uploader": p.sender,
+                "size": p.model.size,
+                "sha256": p.model.sha256,
+                "partner_id": p.sender,
+            }
             await self.s.documents.put(
-                document_file_id(case_id, p.model.document_id),
-                p.content,
-                filename=p.model.filename,
-                metadata={
-                    "case_id": case_id,
-                    "document_id": p.model.document_id,
-                    "kind": p.model.kind.value,
-                    "content_type": p.model.content_type,
-                    "uploader": p.sender,
-                    "size": p.model.size,
-                    "sha256": p.model.sha256,
-                    "partner_id": p.sender,
-                },
+                file_id, p.content, filename=p.model.filename, metadata=metadata
+            )
+            # a request later in this batch finds it (a stored document never changes)
+            self.documents.setdefault(
+                file_id, {"_id": file_id, "filename": p.model.filename, "metadata": metadata}
             )
         self._apply(case_id, state, events)
         self._inbox(p, "applied", case_id)
@@ -278,6 +340,46 @@ class _UpdatesRun:
                     self.deltas[pid] = self.deltas.get(pid, 0) + 1
         elif any(e.kind is EventKind.CLOSED for e in events):
             self.deltas[p.sender] = self.deltas.get(p.sender, 0) - 1
+
+    def _serve(self, p: _Parsed, state: CaseState, request: m.DocumentRequested) -> None:
+        """Answer a download, or refuse it (``DomainError``). It changes no case and is
+        not entered in the inbox: a redelivered request is answered again."""
+        assert p.sender is not None
+        file_id = document_file_id(state.case_id, request.document_id)
+        document = self.documents.get(file_id)
+        lifecycle.check_download(state, p.sender, request.document_id, document)
+        assert document is not None
+        meta = document["metadata"]
+        log.info(
+            "partner %s downloads document %s of case %s (request %s)",
+            p.sender,
+            request.document_id,
+            state.case_id,
+            p.message_id,
+        )
+        self.cs.downloads.append(
+            {
+                "_id": p.key,
+                "message_id": p.message_id,
+                "partner_id": p.sender,
+                "case_id": state.case_id,
+                "document_id": request.document_id,
+                "size": meta["size"],
+                "sha256": meta["sha256"],
+                "requested_at": request.occurred_at,
+                "served_at": self.now,
+            }
+        )
+        load = self.s.content_loader(file_id, in_reply_to=p.message_id, case_id=state.case_id)
+        self.cs.replies.append(
+            outgoing.document_content(
+                p.sender,
+                in_reply_to=p.message_id,
+                case_id=state.case_id,
+                load=load,
+                now=self.now,
+            )
+        )
 
     def _apply(self, case_id: str, state: CaseState, events: list[Event]) -> None:
         new = fold(events, state)

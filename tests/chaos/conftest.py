@@ -6,9 +6,8 @@ Faults are injected only into processes the tests start themselves: hub workers
 process of their own. The machine's main RabbitMQ node and database, which other tests
 share, are never restarted.
 
-The hub-worker fixtures are the end-to-end suite's (``tests/e2e/conftest.py``): a hub that
-does not consume (``idle_hub``), its partner factory, and ``worker`` processes whose output
-is attached to a failing test's report.
+The hub-worker fixtures (``idle_hub``, ``idle_partner``, ``worker``) are in
+``tests/conftest.py``, shared with the end-to-end suite.
 """
 
 from __future__ import annotations
@@ -21,12 +20,6 @@ import pytest
 
 from tests.chaos import report
 from tests.chaos.support import TEST_CA, RabbitNode, run
-from tests.e2e.conftest import (  # noqa: F401 - fixtures and the report hook, shared
-    idle_hub,
-    idle_partner,
-    pytest_runtest_makereport,
-    worker,
-)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ The client connects as the partner's own least-privilege AMQP user, as a partner
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 
@@ -32,44 +35,22 @@ from partner_sdk import (
     PublishFailed,
     SyncPartnerClient,
 )
+from partner_sdk.messages import MAX_DOCUMENT_BYTES
 from tests.conftest import PartnerFactory
-from tests.support import Management, claim_body, eventually, publish_json
+from tests.support import (
+    Management,
+    drain,
+    eventually,
+    next_of,
+    now_iso,
+    partner_url,
+    place,
+    publish_json,
+)
 
 pytestmark = pytest.mark.services
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def partner_url(settings: Settings, pid: str) -> str:
-    broker = urllib.parse.urlsplit(settings.amqp_url)
-    return f"amqp://{pid}:pw-{pid}@{broker.hostname}:{broker.port or 5672}/"
-
-
-async def place(hub: Hub, n: int, *, country: str = "DE") -> None:
-    async with hub.connection.channel() as ch:
-        await publish_json(
-            ch,
-            hub.topology.claims_in,
-            "claim.placed",
-            claim_body(n, country=country, debtor=n),
-            type="claim.placed",
-        )
-
-
-async def next_of(
-    client: PartnerClient, wanted: Callable[[Delivery], bool], *, within: float = 30
-) -> Delivery:
-    """The next delivery that ``wanted`` accepts; others are acknowledged and skipped."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    while (left := end - loop.time()) > 0:
-        delivery = await client.next_delivery(timeout=left)
-        if delivery is None:
-            break
-        if wanted(delivery):
-            return delivery
-        await delivery.ack()
-    raise AssertionError(f"no wanted delivery within {within} s")
 
 
 def assignment(d: Delivery) -> bool:
@@ -185,28 +166,6 @@ async def test_retry_with_the_same_message_id_is_applied_once(
     assert (await event_kinds(hub, case.case_id)).count("activity") == 2
 
 
-async def test_upload_document_lands_in_gridfs(
-    hub: Hub, assigned: tuple[PartnerClient, CaseAssigned]
-) -> None:
-    client, case = assigned
-    content = b"%PDF-1.4\n" + os.urandom(100_000)
-    await client.upload_document(
-        case.case_id, "DOC-1", "letter", "reminder.pdf", content, "application/pdf"
-    )
-
-    async def stored() -> bool:
-        return await hub.documents.get(f"{case.case_id}/DOC-1") is not None
-
-    await eventually(stored)
-    found = await hub.documents.get(f"{case.case_id}/DOC-1")
-    assert found is not None
-    info, data = found
-    assert data == content
-    assert info["metadata"]["sha256"] == hashlib.sha256(content).hexdigest()
-    assert info["metadata"]["case_id"] == case.case_id
-    assert info["metadata"]["kind"] == "letter"
-
-
 async def test_legal_steps_are_checked_against_the_country_catalog(
     hub: Hub, assigned: tuple[PartnerClient, CaseAssigned]
 ) -> None:
@@ -295,6 +254,181 @@ def close_connections_of(management: Management, user: str) -> None:
                 f"{management.base}/connections/{urllib.parse.quote(name, safe='')}",
                 headers={"X-Reason": "test: dropped connection"},
             ).raise_for_status()
+
+
+# --- documents: upload, download, and only by the case's partner ---------------------------------
+
+
+async def upload(client: PartnerClient, case_id: str, content: bytes) -> None:
+    """Upload ``content`` as the letter DOC-1 of the case."""
+    await client.upload_document(
+        case_id, "DOC-1", "letter", "reminder.pdf", content, "application/pdf"
+    )
+
+
+async def until_stored(hub: Hub, case_id: str) -> None:
+    async def stored() -> bool:
+        return await hub.documents.info(f"{case_id}/DOC-1") is not None
+
+    await eventually(stored)
+
+
+async def test_upload_document_lands_in_gridfs(
+    hub: Hub, assigned: tuple[PartnerClient, CaseAssigned]
+) -> None:
+    client, case = assigned
+    content = b"%PDF-1.4\n" + os.urandom(100_000)
+    await upload(client, case.case_id, content)
+    await until_stored(hub, case.case_id)
+    found = await hub.documents.get(f"{case.case_id}/DOC-1")
+    assert found is not None
+    info, data = found
+    assert data == content
+    assert info["metadata"]["sha256"] == hashlib.sha256(content).hexdigest()
+    assert info["metadata"]["case_id"] == case.case_id
+    assert info["metadata"]["kind"] == "letter"
+
+
+async def test_the_assignee_downloads_its_document_byte_identical(
+    hub: Hub, assigned: tuple[PartnerClient, CaseAssigned]
+) -> None:
+    client, case = assigned
+    content = b"%PDF-1.4\n" + os.urandom(300_000)
+    await upload(client, case.case_id, content)
+    # asked right after the upload: the hub takes them in order
+    document = await client.download_document(case.case_id, "DOC-1", timeout=30)
+    assert document.content == content
+    assert document.sha256 == hashlib.sha256(content).hexdigest()
+    assert (document.filename, document.content_type, document.kind) == (
+        "reminder.pdf",
+        "application/pdf",
+        "letter",
+    )
+    [record] = await hub.store.downloads(case.case_id)
+    assert (record["partner_id"], record["document_id"]) == (client.partner_id, "DOC-1")
+    assert record["sha256"] == document.sha256 and record["answers"] == 1
+    assert record["served_at"] > record["requested_at"] - dt.timedelta(seconds=5)
+    # the answer went to the call, not to the deliveries, and never through the outbox
+    assert await client.next_delivery(timeout=0.5) is None
+    assert await hub.store.db["outbox"].count_documents({"type": "document.content"}) == 0
+
+
+async def test_another_partner_cannot_download_the_document(
+    hub: Hub,
+    partner: PartnerFactory,
+    settings: Settings,
+    assigned: tuple[PartnerClient, CaseAssigned],
+) -> None:
+    holder, case = assigned
+    await upload(holder, case.case_id, b"%PDF-1.4 confidential")
+    await until_stored(hub, case.case_id)
+    other = await partner(["FR"], prefix="q")
+    async with PartnerClient(partner_url(settings, other), namespace=settings.namespace) as client:
+        with pytest.raises(HubError) as caught:
+            await client.download_document(case.case_id, "DOC-1", timeout=30)
+        assert caught.value.code == "not_assignee"
+        assert caught.value.reply.case_id == case.case_id
+        assert await client.next_delivery(timeout=0.5) is None
+    # what reaches the other partner's queue, read without the SDK: a refusal, no content
+    connection = await aio_pika.connect(partner_url(settings, other))
+    try:
+        channel = await connection.channel()
+        body = {"case_id": case.case_id, "document_id": "DOC-1", "occurred_at": now_iso()}
+        ns = settings.namespace
+        mid = await publish_json(
+            channel,
+            f"{ns}partners.in",
+            f"{other}.document.requested",
+            body,
+            type="document.requested",
+            user_id=other,
+        )
+        queue = f"{ns}partner.{other}"
+        got = await drain(channel, queue, until=lambda got: len(got) > 0)
+        got += await drain(channel, queue, idle=1.0)  # and nothing after it
+    finally:
+        await connection.close()
+    assert [(m.type, json.loads(m.body)["in_reply_to"]) for m in got] == [("error.reply", mid)]
+    refusals = hub.store.db["rejections"].find({"sender": other, "type": "document.requested"})
+    assert [(r["case_id"], r["code"]) async for r in refusals] == [
+        (case.case_id, "not_assignee"),
+        (case.case_id, "not_assignee"),
+    ]
+    assert await hub.store.downloads(case.case_id) == []
+
+
+async def test_an_unknown_document_is_refused_and_recorded(
+    hub: Hub, assigned: tuple[PartnerClient, CaseAssigned]
+) -> None:
+    client, case = assigned
+    with pytest.raises(HubError) as caught:
+        await client.download_document(case.case_id, "NO-SUCH-DOC", timeout=30)
+    assert caught.value.code == "unknown_document"
+    refusal = await hub.store.db["rejections"].find_one(
+        {"sender": client.partner_id, "type": "document.requested"}
+    )
+    assert refusal is not None and refusal["code"] == "unknown_document"
+    with pytest.raises(HubError) as unknown_case:
+        await client.download_document("C-DOES-NOT-EXIST", "DOC-1", timeout=30)
+    assert unknown_case.value.code == "unknown_case"
+
+
+async def test_a_download_is_answered_while_deliveries_fill_the_prefetch_window(
+    hub: Hub, partner: PartnerFactory, settings: Settings
+) -> None:
+    pid = await partner(["DE"])
+    url = partner_url(settings, pid)
+    async with PartnerClient(url, namespace=settings.namespace, prefetch=1) as client:
+        await place(hub, 1)
+        held = await next_of(client, lambda d: isinstance(d.message, CaseAssigned))
+        assert isinstance(held.message, CaseAssigned)
+        case_id = held.message.case_id
+        await client.accept(case_id)
+        await upload(client, case_id, b"%PDF-1.4 plan")
+        await until_stored(hub, case_id)
+        await place(hub, 2)
+        await place(hub, 3)
+
+        async def queued_ahead() -> bool:  # two assignments wait in the queue, sent
+            query = {"type": "case.assigned", "sent_at": {"$ne": None}}
+            return await hub.store.db["outbox"].count_documents(query) == 3
+
+        await eventually(queued_ahead)
+        # ``held`` is unsettled: the broker sends nothing more until it is settled
+        document = await client.download_document(case_id, "DOC-1", timeout=30)
+        assert document.content == b"%PDF-1.4 plan"
+        await held.ack()
+        ahead = [await client.next_delivery(timeout=10) for _ in range(2)]
+        assert all(d is not None and isinstance(d.message, CaseAssigned) for d in ahead)
+        for d in ahead:
+            assert d is not None
+            await d.ack()
+
+
+async def test_the_largest_document_through_the_blocking_client(
+    hub: Hub, partner: PartnerFactory, settings: Settings
+) -> None:
+    """20 MiB, 27 MiB of base64: more than a MongoDB document (the outbox) can hold."""
+    pid = await partner(["DE"])
+    await place(hub, 41)
+    content = os.urandom(MAX_DOCUMENT_BYTES)
+
+    def work() -> tuple[str, bytes]:
+        with SyncPartnerClient(partner_url(settings, pid), namespace=settings.namespace) as c:
+            delivery = c.next_delivery(timeout=30)
+            assert delivery is not None and isinstance(delivery.message, CaseAssigned)
+            case_id = delivery.message.case_id
+            c.accept(case_id)
+            delivery.ack()
+            c.upload_document(
+                case_id, "BIG-1", "court_filing", "filing.pdf", content, "application/pdf"
+            )
+            return case_id, c.download_document(case_id, "BIG-1", timeout=120).content
+
+    case_id, downloaded = await asyncio.to_thread(work)
+    assert downloaded == content
+    [record] = await hub.store.downloads(case_id)
+    assert record["size"] == MAX_DOCUMENT_BYTES
 
 
 # --- the README example, in a venv that has only the SDK --------------------------------------

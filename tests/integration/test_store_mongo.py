@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
+from pymongo.errors import OperationFailure
 
 from hub.config import Settings
 from hub.infra import mongo
@@ -54,3 +55,40 @@ class TestMongoStore(StoreContract):
         await restarted.transact(fixed(late))
         assert await restarted.open_batches() == []
         assert len(await restarted.unsent(FAR)) == 1
+
+    async def test_a_silent_workers_open_transaction_is_ended_by_the_others_heartbeat(
+        self, store: ContractStore
+    ) -> None:
+        """A worker killed mid-transaction leaves it open and its documents locked; once it
+        has been silent for ``stale_after_s``, another worker's heartbeat ends it."""
+        assert isinstance(store, mongo.MongoStore)
+        await store.db.counters.insert_one({"_id": "c", "n": 0})
+        dead = mongo.MongoStore(store.client, store.db.name, worker_id="killed")
+        session = store.client.start_session()
+        await dead.heartbeat(stale_after_s=60)
+        await dead._note_session(session)  # as transact does once the lease runs
+        await session.start_transaction()
+        await store.db.counters.update_one({"_id": "c"}, {"$inc": {"n": 1}}, session=session)
+
+        async def bump() -> bool:
+            """One try at the locked document: False on a write conflict."""
+            async with store.client.start_session() as other:
+                await other.start_transaction()
+                try:
+                    await store.db.counters.update_one(
+                        {"_id": "c"}, {"$inc": {"n": 10}}, session=other
+                    )
+                    await other.commit_transaction()
+                except OperationFailure as e:
+                    assert e.has_error_label("TransientTransactionError"), e
+                    return False
+            return True
+
+        assert not await bump()  # locked by the silent worker's open transaction
+        assert await store.heartbeat(stale_after_s=60) == []  # not silent long enough yet
+        assert not await bump()
+        assert await store.heartbeat(stale_after_s=0) == ["killed"]
+        assert await bump()
+        assert (await store.db.counters.find_one({"_id": "c"}) or {})["n"] == 10
+        assert await store.db.workers.count_documents({"_id": "killed"}) == 0
+        await session.end_session()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 
@@ -35,25 +34,9 @@ from hub.bootstrap import Hub
 from hub.config import Settings
 from partner_sdk import CaseAssigned, PartnerClient
 from tests.conftest import PartnerFactory
-from tests.support import claim_body, drain, eventually, publish_json
+from tests.support import drain, eventually, partner_url, place
 
 pytestmark = pytest.mark.services
-
-
-def partner_url(settings: Settings, pid: str) -> str:
-    broker = urllib.parse.urlsplit(settings.amqp_url)
-    return f"amqp://{pid}:pw-{pid}@{broker.hostname}:{broker.port or 5672}/"
-
-
-async def place(hub: Hub, n: int, country: str = "DE") -> None:
-    async with hub.connection.channel() as ch:
-        await publish_json(
-            ch,
-            hub.topology.claims_in,
-            "claim.placed",
-            claim_body(n, country=country, debtor=n),
-            type="claim.placed",
-        )
 
 
 @pytest.fixture

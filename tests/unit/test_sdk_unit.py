@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +19,9 @@ import partner_sdk
 from partner_sdk import (
     CaseAssigned,
     ConnectionFailed,
+    DocumentContent,
+    DownloadFailed,
+    DownloadTimeout,
     ErrorReply,
     HubError,
     InvalidMessage,
@@ -38,11 +44,13 @@ class FakeExchange:
     def __init__(self, fail: BaseException | None = None) -> None:
         self.published: list[tuple[aio_pika.Message, str]] = []
         self.fail = fail
+        self.sent = asyncio.Event()
 
     async def publish(self, message: aio_pika.Message, routing_key: str, **_: Any) -> None:
         if self.fail is not None:
             raise self.fail
         self.published.append((message, routing_key))
+        self.sent.set()
 
 
 def client_with(exchange: FakeExchange, **kwargs: Any) -> PartnerClient:
@@ -99,7 +107,12 @@ def test_public_surface_is_pinned() -> None:
         "Delivery",
         "DeliveryStream",
         "DocumentAdded",
+        "DocumentContent",
         "DocumentKind",
+        "DocumentRequested",
+        "DownloadFailed",
+        "DownloadTimeout",
+        "DownloadedDocument",
         "ErrorDetail",
         "ErrorReply",
         "HubError",
@@ -122,10 +135,13 @@ def test_public_surface_is_pinned() -> None:
 
 
 def test_exception_tree() -> None:
-    for exc in (InvalidMessage, PublishFailed, ConnectionFailed, HubError):
+    for exc in (InvalidMessage, PublishFailed, ConnectionFailed, HubError, DownloadFailed):
         assert issubclass(exc, PartnerSDKError)
+    assert issubclass(DownloadTimeout, DownloadFailed) and issubclass(DownloadTimeout, TimeoutError)
     assert sdk_errors.__all__ == [
         "ConnectionFailed",
+        "DownloadFailed",
+        "DownloadTimeout",
         "HubError",
         "InvalidMessage",
         "PartnerSDKError",
@@ -429,3 +445,135 @@ def test_sync_client_needs_a_connection() -> None:
         client.next_delivery(0.01)
     with pytest.raises(ConnectionFailed):
         SyncPartnerClient("amqp://acme-de:pw@127.0.0.1:1/").connect()
+
+
+# --- downloads ---------------------------------------------------------------------------------
+
+PDF = b"%PDF-1.7 Zahlungsvereinbarung"
+
+
+def content_of(in_reply_to: str, data: bytes = PDF, **changes: Any) -> FakeRaw:
+    fields: dict[str, Any] = {
+        "in_reply_to": in_reply_to,
+        "case_id": "C-1",
+        "document_id": "D-1",
+        "kind": "agreement",
+        "filename": "plan.pdf",
+        "content_type": "application/pdf",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "content_base64": base64.b64encode(data).decode(),
+        **changes,
+    }
+    body = DocumentContent.model_validate_json(json.dumps(fields)).to_json()
+    return FakeRaw(body, f"doc:acme-de:{in_reply_to}", DocumentContent.TYPE)
+
+
+def refusal_of(in_reply_to: str, code: str = "not_assignee") -> FakeRaw:
+    body = ErrorReply(
+        in_reply_to=in_reply_to,
+        in_reply_to_type="document.requested",
+        case_id="C-1",
+        code=code,  # type: ignore[arg-type]
+        message="partner acme-de is not assigned case C-1",
+        occurred_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+    ).to_json()
+    return FakeRaw(body, f"err:acme-de:{in_reply_to}", ErrorReply.TYPE)
+
+
+def consuming(exchange: FakeExchange, **kwargs: Any) -> PartnerClient:
+    client = client_with(exchange, **kwargs)
+    client._consumer_tag = "fake"  # as if consuming
+    return client
+
+
+async def download_answered(
+    client: PartnerClient, exchange: FakeExchange, answer: Callable[[str], FakeRaw]
+) -> tuple[Any, FakeRaw]:
+    """Run a download; once its request is published, ``answer`` it."""
+    task = asyncio.create_task(client.download_document("C-1", "D-1", timeout=5))
+    await exchange.sent.wait()
+    [(message, key)] = exchange.published
+    assert key == "acme-de.document.requested"
+    assert json.loads(message.body)["document_id"] == "D-1"
+    raw = answer(str(message.message_id))
+    assert await client._receive(raw) is None  # never a delivery
+    try:
+        return await task, raw
+    except Exception as e:
+        return e, raw
+
+
+async def test_download_document_returns_the_checked_content() -> None:
+    exchange = FakeExchange()
+    client = consuming(exchange)
+    document, raw = await download_answered(client, exchange, content_of)
+    assert document.content == PDF and document.size == len(PDF)
+    assert (document.case_id, document.document_id, document.filename) == ("C-1", "D-1", "plan.pdf")
+    assert (document.kind, document.content_type) == ("agreement", "application/pdf")
+    assert raw.settled == ["ack"]
+    assert client._waiting == {} and client._inbox.qsize() == 0
+    again = content_of("x")  # a copy of an answer already handled is acknowledged
+    again.message_id = raw.message_id
+    assert await client._receive(again) is None and again.settled == ["ack"]
+
+
+async def test_a_refused_download_raises_hub_error() -> None:
+    exchange = FakeExchange()
+    client = consuming(exchange)
+    error, raw = await download_answered(client, exchange, refusal_of)
+    assert isinstance(error, HubError)
+    assert error.code == "not_assignee"
+    assert raw.settled == ["ack"] and client._inbox.qsize() == 0
+
+
+async def test_damaged_content_raises_download_failed() -> None:
+    exchange = FakeExchange()
+    client = consuming(exchange)
+    error, _ = await download_answered(client, exchange, lambda mid: content_of(mid, size=3))
+    assert isinstance(error, DownloadFailed) and not isinstance(error, DownloadTimeout)
+    assert "damaged" in str(error) and error.document_id == "D-1"
+
+
+async def test_a_download_times_out_and_its_late_answer_is_dropped() -> None:
+    exchange = FakeExchange()
+    client = consuming(exchange)
+    with pytest.raises(DownloadTimeout) as caught:
+        await client.download_document("C-1", "D-1", timeout=0.05, message_id="req-1")
+    assert isinstance(caught.value, TimeoutError)
+    assert caught.value.message_id == "req-1" and "safe to repeat" in str(caught.value)
+    assert client._waiting == {}
+    for late in (content_of("req-1"), refusal_of("req-2")):
+        assert await client._receive(late) is None
+        assert late.settled == ["ack"]
+    assert client._inbox.qsize() == 0
+    # an error reply to a report is still a delivery
+    assert await client._receive(error_reply("r-report")) is not None
+
+
+class FakeQueue:
+    """``basic.get`` of the partner's queue: hands out what it holds, then None."""
+
+    def __init__(self, *messages: FakeRaw) -> None:
+        self.messages = list(messages)
+
+    async def get(self, *, no_ack: bool = False, fail: bool = True) -> FakeRaw | None:
+        assert no_ack is False and fail is False
+        return self.messages.pop(0) if self.messages else None
+
+
+async def test_a_download_gets_its_answer_past_a_full_prefetch_window() -> None:
+    exchange = FakeExchange()
+    client = consuming(exchange, prefetch=1)
+    held = await client._receive(error_reply("held"))  # unsettled: the window is full
+    assert held is not None
+    ahead = error_reply("ahead")  # a delivery queued ahead of the answer
+    queue = FakeQueue(ahead)
+    client._queue = queue  # type: ignore[assignment]
+    task = asyncio.create_task(client.download_document("C-1", "D-1", timeout=5))
+    await exchange.sent.wait()
+    queue.messages.append(content_of(str(exchange.published[0][0].message_id)))
+    document = await task
+    assert document.content == PDF
+    assert client._inbox.qsize() == 2  # "held" and "ahead", both left to the caller
+    assert ahead.settled == [] and queue.messages == []

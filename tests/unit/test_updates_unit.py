@@ -355,6 +355,117 @@ async def test_a_foreign_partner_cannot_add_a_document(world: World) -> None:
     assert world.documents.files == {}
 
 
+# --- downloads ---------------------------------------------------------------------------------
+
+
+async def uploaded(world: World, data: bytes = b"%PDF-1.7 Mahnung") -> bytes:
+    await applied(world, report(world, "case.accepted"))
+    await applied(world, report(world, "document.added", document(data)))
+    return data
+
+
+def request(world: World, document_id: str = "D-1", **kwargs: Any) -> Incoming:
+    return report(world, "document.requested", {"document_id": document_id}, **kwargs)
+
+
+async def served(world: World, msg: Incoming) -> m.DocumentContent:
+    """Handle ``msg``, expect its one answer: a transient ``document.content``."""
+    before = dict(world.store.cases)
+    outbox = await world.updates.handle([msg])
+    [reply] = outbox
+    assert reply.transient and reply.body == b""
+    assert reply.message_id == f"doc:{msg.user_id}:{msg.message_id}"
+    assert (reply.exchange, reply.routing_key) == (
+        outgoing.PARTNERS_OUT,
+        f"{msg.user_id}.document.content",
+    )
+    assert reply.message_id not in world.store.outbox
+    assert world.store.cases == before  # a read changes no case
+    assert inbox_key(msg) not in world.store.inbox  # so a redelivery is answered again
+    content = m.DocumentContent.model_validate_json((await reply.loaded()).body)
+    assert content.in_reply_to == msg.message_id
+    return content
+
+
+async def test_the_assignee_downloads_a_document(world: World) -> None:
+    data = await uploaded(world)
+    msg = request(world)
+    content = await served(world, msg)
+    assert base64.b64decode(content.content_base64) == data
+    assert (content.case_id, content.document_id, content.kind) == (world.case_id, "D-1", "letter")
+    assert (content.filename, content.content_type) == (
+        "letter-before-action.pdf",
+        "application/pdf",
+    )
+    assert (content.size, content.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    [record] = await world.store.downloads(world.case_id)
+    assert record == {
+        "_id": inbox_key(msg),
+        "message_id": msg.message_id,
+        "partner_id": PID,
+        "case_id": world.case_id,
+        "document_id": "D-1",
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "requested_at": dt.datetime(2026, 10, 1, 6, 30, tzinfo=dt.UTC),
+        "served_at": world.clock(),
+        "answers": 1,
+    }
+    assert world.store.rejections == {}
+
+
+async def test_a_redelivered_request_is_answered_again_and_recorded_once(world: World) -> None:
+    await uploaded(world)
+    msg = request(world)
+    first = await served(world, msg)
+    world.clock.advance(5)
+    assert await served(world, msg) == first
+    [record] = await world.store.downloads(world.case_id)
+    assert record["answers"] == 2
+    assert record["served_at"] == world.clock() - dt.timedelta(seconds=5)
+
+
+async def test_a_document_uploaded_earlier_in_the_batch_is_served(world: World) -> None:
+    await applied(world, report(world, "case.accepted"))
+    upload = report(world, "document.added", document(b"%PDF same batch"))
+    outbox = await world.updates.handle([upload, request(world)])
+    [reply] = outbox
+    content = m.DocumentContent.model_validate_json((await reply.loaded()).body)
+    assert base64.b64decode(content.content_base64) == b"%PDF same batch"
+
+
+async def test_another_partner_cannot_download_and_learns_nothing(world: World) -> None:
+    await uploaded(world)
+    for document_id in ("D-1", "D-NONE"):  # the same answer whether the document exists
+        key, reply = await refused(world, request(world, document_id, sender=OTHER))
+        assert key == f"{OTHER}.error.reply"
+        assert (reply.code, reply.case_id) == ("not_assignee", world.case_id)
+        assert reply.in_reply_to_type == "document.requested"
+    assert await world.store.downloads(world.case_id) == []
+    assert {r["code"] for r in world.store.rejections.values()} == {"not_assignee"}
+
+
+@pytest.mark.parametrize(
+    ("document_id", "case_id", "code"),
+    [("D-2", None, "unknown_document"), ("D-1", "C-NOSUCHCASE", "unknown_case")],
+)
+async def test_an_unknown_document_or_case_is_refused(
+    world: World, document_id: str, case_id: str | None, code: str
+) -> None:
+    await uploaded(world)
+    msg = request(world, document_id, case_id=case_id)
+    _, reply = await refused(world, msg)
+    assert reply.code == code
+    assert world.store.rejections[inbox_key(msg)]["type"] == "document.requested"
+    assert await world.store.downloads(world.case_id) == []
+
+
+async def test_a_partner_that_declined_the_case_cannot_download(world: World) -> None:
+    await applied(world, report(world, "case.declined", {"reason": "conflict"}))
+    _, reply = await refused(world, request(world))
+    assert reply.code == "not_assignee"
+
+
 # --- batches -----------------------------------------------------------------------------------
 
 

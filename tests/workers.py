@@ -1,6 +1,5 @@
-"""Fixtures of the end-to-end tests: a hub that does not consume (for tests whose worker
-is a separate process), its partner factory, and hub worker processes that are always
-killed at the end and whose output is shown when the test fails."""
+"""Hub worker processes (``hubctl run``) for the end-to-end and fault-injection tests:
+always killed at the end, their output attached to a failing test's report."""
 
 from __future__ import annotations
 
@@ -9,38 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from hub.bootstrap import Hub, start_hub
 from hub.config import Settings
-from tests.conftest import PartnerFactory
-from tests.support import Management
 
 HUBCTL = Path(sys.executable).with_name("hubctl")
-
-
-@pytest.fixture
-async def idle_hub(settings: Settings) -> AsyncIterator[Hub]:
-    """Connections, topology and indexes of a test's hub, without consumers."""
-    h = await start_hub(settings, consume=False)
-    try:
-        yield h
-    finally:
-        await h.client.drop_database(settings.mongo_db)
-        await h.close()
-
-
-@pytest.fixture
-async def idle_partner(idle_hub: Hub, management: Management) -> AsyncIterator[PartnerFactory]:
-    factory = PartnerFactory(idle_hub, management)
-    yield factory
-    for pid in factory.created:
-        management.delete_user(pid)
 
 
 class WorkerProcess:
@@ -102,37 +74,3 @@ class WorkerProcess:
             parts.append(f"--- {log.name} (pid {proc.pid}, exit {proc.returncode}) ---")
             parts.append(text[-tail:])
         return "\n".join(parts)
-
-
-@pytest.fixture
-def worker(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A factory of hub worker processes: ``w = worker(ONEWINDOW_BATCH_MAX="50")``."""
-    made: list[WorkerProcess] = []
-
-    def make(**env: str) -> WorkerProcess:
-        w = WorkerProcess(settings, tmp_path, {f"ONEWINDOW_{k}": v for k, v in env.items()})
-        made.append(w)
-        return w
-
-    request.node.hub_workers = made
-    try:
-        yield make
-    finally:
-        for w in made:
-            w.stop_all()
-        deadline = time.monotonic() + 10
-        for w in made:
-            for proc in w.procs:
-                while proc.poll() is None and time.monotonic() < deadline:
-                    time.sleep(0.05)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed:
-        for w in getattr(item, "hub_workers", []):
-            report.sections.append(("hub worker output", w.output()))
-    return report
