@@ -165,6 +165,7 @@ async def start_hub(settings: Settings | None = None, *, consume: bool = True) -
             store.mark_sent,
             batch_max=settings.batch_max,
             batch_wait_ms=settings.batch_wait_ms,
+            linger_min=settings.batch_linger_min,
             name=name,
             in_flight=in_flight,
         )

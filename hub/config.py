@@ -21,8 +21,10 @@ class Settings(BaseSettings):
     prefetch: int = Field(default=512, ge=1, le=65535)
     #: A consumer collects up to this many messages into one MongoDB transaction...
     batch_max: int = Field(default=256, ge=1, le=10_000)
-    #: ...or waits at most this long for more after the first one.
+    #: ...or waits at most this long for more after the first one, but only when at least
+    #: ``batch_linger_min`` were already waiting (a flood); a trickle is handled at once.
     batch_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    batch_linger_min: int = Field(default=8, ge=1, le=10_000)
     #: Deliveries of one message before the broker dead-letters it (quorum queues).
     delivery_limit: int = Field(default=5, ge=1, le=100)
     #: Unsent outbox entries older than this are republished by the relay.

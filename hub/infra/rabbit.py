@@ -39,6 +39,8 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from aiormq.abc import ChannelFrame
+from pamqp.header import ContentHeader
 from pymongo.errors import ConnectionFailure, PyMongoError
 
 from hub.infra.topology import Topology, existing_queue
@@ -86,24 +88,54 @@ class RabbitPublisher:
         self.channel = channel
         self.topology = topology
 
-    async def _one(self, channel: aiormq.Channel, out: OutMessage) -> bool:
-        result = await channel.basic_publish(
-            out.body,
-            exchange=f"{self.topology.namespace}{out.exchange}",
-            routing_key=out.routing_key,
-            properties=aiormq.spec.Basic.Properties(
-                content_type="application/json",
-                message_id=out.message_id,
-                message_type=out.type,
-                correlation_id=out.correlation_id,
-                delivery_mode=2,  # persistent
-                timestamp=out.created_at or dt.datetime.now(dt.UTC),
-                app_id="onewindow-hub",
-            ),
-            mandatory=True,
-            wait=False,
+    def _properties(self, out: OutMessage) -> aiormq.spec.Basic.Properties:
+        return aiormq.spec.Basic.Properties(
+            content_type="application/json",
+            message_id=out.message_id,
+            message_type=out.type,
+            correlation_id=out.correlation_id,
+            delivery_mode=2,  # persistent
+            timestamp=out.created_at or dt.datetime.now(dt.UTC),
+            app_id="onewindow-hub",
         )
-        return isinstance(result, aiormq.spec.Basic.Ack)
+
+    async def _chunk(self, channel: aiormq.Channel, chunk: Sequence[OutMessage]) -> list[Any]:
+        """Publish ``chunk`` in ONE socket write and wait for its confirms.
+
+        ``aiormq.Channel.basic_publish`` queues each message as its own write and needs a
+        task per message to wait for its confirm: half of the hub's publishing CPU, and
+        as many TCP segments for the broker to read. This does what ``basic_publish``
+        does (delivery tags and confirmations under the channel's lock, the message id
+        kept for ``basic.return``) for the whole chunk at once. Measured alone with
+        10,000 persistent 900-byte messages: 66 -> 23 us of client CPU and 54 -> 27 us of
+        broker CPU per message."""
+        prefix = self.topology.namespace
+        frames: list[Any] = []
+        for out in chunk:
+            frames.append(
+                aiormq.spec.Basic.Publish(
+                    exchange=f"{prefix}{out.exchange}", routing_key=out.routing_key, mandatory=True
+                )
+            )
+            frames.append(ContentHeader(properties=self._properties(out), body_size=len(out.body)))
+            frames += channel._split_body(out.body)
+        payload = ChannelFrame.marshall(channel_number=channel.number, frames=frames)
+        waiting: list[asyncio.Future[Any]] = []
+        async with channel.lock:
+            # Queued first: were the put cancelled, no delivery tag would be taken. The
+            # confirmations are registered before this task yields again, so before the
+            # writer sends the frames and long before the broker can confirm them.
+            await channel.write_queue.put(payload)
+            for out in chunk:
+                channel.delivery_tag += 1
+                tag = channel.delivery_tag
+                confirmation = channel.create_future()
+                channel.confirmations[tag] = confirmation
+                channel.message_id_delivery_tag[out.message_id] = tag
+                confirmation.add_done_callback(_forget(channel, out.message_id, tag))
+                waiting.append(confirmation)
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        return [isinstance(r, aiormq.spec.Basic.Ack) or r for r in results]
 
     async def publish(self, messages: Sequence[OutMessage]) -> list[str]:
         """Publish with confirms; returns the ids confirmed. The rest stay in the outbox."""
@@ -119,11 +151,12 @@ class RabbitPublisher:
             )
             return confirmed
         assert isinstance(channel, aiormq.Channel)
-        for start in range(0, len(messages), 2000):
-            chunk = messages[start : start + 2000]
-            results = await asyncio.gather(
-                *(self._one(channel, o) for o in chunk), return_exceptions=True
-            )
+        for start in range(0, len(messages), 500):
+            chunk = messages[start : start + 500]
+            try:
+                results = await self._chunk(channel, chunk)
+            except Exception as e:  # the channel closed under us: nothing more is confirmed
+                results = [e] * len(chunk)
             for out, result in zip(chunk, results, strict=True):
                 if result is True:
                     confirmed.append(out.message_id)
@@ -136,6 +169,16 @@ class RabbitPublisher:
                         result if isinstance(result, BaseException) else "returned or nacked",
                     )
         return confirmed
+
+
+def _forget(channel: aiormq.Channel, message_id: str, tag: int) -> Callable[[Any], None]:
+    """Drop a settled publish's message id (kept to match a ``basic.return``)."""
+
+    def forget(_: Any) -> None:
+        if channel.message_id_delivery_tag.get(message_id) == tag:
+            channel.message_id_delivery_tag.pop(message_id)
+
+    return forget
 
 
 class InFlight:
@@ -188,8 +231,10 @@ class BatchConsumer:
         name: str = "",
         in_flight: InFlight | None = None,
         pipeline: int = 2,
+        linger_min: int = 1,
     ) -> None:
         self.in_flight = in_flight or InFlight()
+        self.linger_min = linger_min
         self.channel = channel
         self.queue_name = queue_name
         self.handler = handler
@@ -240,6 +285,16 @@ class BatchConsumer:
 
     async def _collect(self) -> list[AbstractIncomingMessage]:
         batch = [await self._inbox.get()]
+        while len(batch) < self.batch_max:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        # Wait for more only when messages arrive faster than batches go out (at least
+        # ``linger_min`` came while the last batch was in its transaction): a trickle
+        # goes at once, at a low latency, and a flood fills its batches.
+        if len(batch) < self.linger_min:
+            return batch
         deadline = asyncio.get_running_loop().time() + self.batch_wait
         while len(batch) < self.batch_max:
             try:
