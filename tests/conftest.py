@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
+from aio_pika.abc import AbstractRobustConnection
 
 from hub.bootstrap import Hub, start_hub
 from hub.config import Settings
@@ -70,6 +72,16 @@ async def running_hub(settings: Settings, *, consume: bool) -> AsyncIterator[Hub
 async def hub(settings: Settings) -> AsyncIterator[Hub]:
     async with running_hub(settings, consume=True) as h:
         yield h
+
+
+@pytest.fixture
+async def connection(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
+    """A robust AMQP connection of the test's own."""
+    conn = await aio_pika.connect_robust(settings.amqp_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ import datetime as dt
 import json
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aio_pika
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 from pymongo import MongoClient
@@ -36,15 +34,6 @@ STATUS_OF_KIND = {
     "withdrawal": "withdrawn",
     "invalid": "rejected",
 }
-
-
-@pytest.fixture
-async def connection(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(settings.amqp_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def write_csv(path: Path, rows: list[simulation.SampleRow]) -> Path:

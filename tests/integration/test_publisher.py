@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
 
 import aio_pika
 import aiormq
@@ -20,15 +19,6 @@ from hub.infra.topology import Topology
 from hub.service.ports import OutMessage
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-async def connection(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(settings.amqp_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def out(i: int, partner: str) -> OutMessage:

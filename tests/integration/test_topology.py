@@ -22,15 +22,6 @@ PARTNERS = ("acme-de", "lex-fr")
 
 
 @pytest.fixture
-async def connection(settings: Settings) -> AsyncIterator[AbstractRobustConnection]:
-    conn = await aio_pika.connect_robust(settings.amqp_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-@pytest.fixture
 async def channel(connection: AbstractRobustConnection) -> AsyncIterator[AbstractChannel]:
     async with connection.channel(publisher_confirms=True, on_return_raises=True) as ch:
         yield ch
