@@ -11,6 +11,7 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from hub.config import Settings
+from hub.domain.routing import PartnerProfile
 from hub.infra import mongo
 from hub.service.ports import Changeset
 from tests.store_contract import (
@@ -92,3 +93,34 @@ class TestMongoStore(StoreContract):
         assert (await store.db.counters.find_one({"_id": "c"}) or {})["n"] == 10
         assert await store.db.workers.count_documents({"_id": "killed"}) == 0
         await session.end_session()
+
+
+async def test_the_partner_directory_counts_each_partners_open_cases(services: None) -> None:
+    client = mongo.connect(Settings().mongo_url)
+    name = f"test_directory_{uuid.uuid4().hex[:10]}"
+    db = client[name]
+    try:
+        directory = mongo.MongoPartnerDirectory(db)
+        for pid in ("acme", "lex", "idle"):
+            await directory.upsert(PartnerProfile(partner_id=pid, countries=frozenset({"DE"})))
+        rows = [
+            ("acme", "assigned"),
+            ("acme", "accepted"),
+            ("acme", "in_progress"),
+            ("acme", "on_hold"),
+            ("acme", "closed"),  # not open
+            ("acme", "declined"),  # back with the hub
+            ("lex", "accepted"),
+            ("gone", "accepted"),  # a partner without a profile: not routed to
+            (None, "unassigned"),
+        ]
+        await db.cases.insert_many(
+            [{"_id": f"c{i}", "partner_id": p, "lifecycle": lc} for i, (p, lc) in enumerate(rows)]
+        )
+        await directory.refresh()
+        assert directory.open_cases() == {"acme": 4, "lex": 1}
+        directory.note_assigned("lex", 2)
+        assert directory.open_cases() == {"acme": 4, "lex": 3}
+    finally:
+        await client.drop_database(name)
+        await client.close()
