@@ -789,11 +789,9 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("invoice_numbers", ASCENDING)]),
         IndexModel([("debtor_name", ASCENDING)]),
     ],
-    "events": [
-        IndexModel([("case_id", ASCENDING), ("seq", ASCENDING)], unique=True),
-        IndexModel([("recorded_at", ASCENDING)]),
-        IndexModel([("kind", ASCENDING), ("occurred_at", ASCENDING)]),
-    ],
+    # events: a case's in order (and a taken number is a conflict). No other index: each
+    # cost every event an index write, for queries nothing makes.
+    "events": [IndexModel([("case_id", ASCENDING), ("seq", ASCENDING)], unique=True)],
     "inbox": [IndexModel([("received_at", ASCENDING)])],
     "outbox": [IndexModel([("sent_at", ASCENDING), ("created_at", ASCENDING)])],
     "rejections": [IndexModel([("received_at", ASCENDING)])],
@@ -811,14 +809,25 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 
 
+#: Indexes of earlier versions that nothing uses any more: dropped at start-up.
+OBSOLETE_INDEXES: dict[str, tuple[str, ...]] = {
+    "events": ("recorded_at_1", "kind_1_occurred_at_1"),
+}
+
+
 async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
-    """Create the indexes (idempotent). Message ids are unique as ``_id`` of ``inbox``;
-    claims' business keys as ``_id`` of ``claims``."""
+    """Create the indexes (idempotent) and drop obsolete ones. Message ids are unique as
+    ``_id`` of ``inbox``; claims' business keys as ``_id`` of ``claims``."""
     for name, models in INDEXES.items():
         try:
             await db[name].create_indexes(models)
         except PyMongoError as e:  # pragma: no cover - surfaced to the operator
             raise StoreError(f"could not create indexes on {name}: {e}") from e
+    for name, obsolete in OBSOLETE_INDEXES.items():
+        present = {d["name"] async for d in await db[name].list_indexes()}
+        for index in present.intersection(obsolete):
+            log.info("dropping the obsolete index %s.%s", name, index)
+            await db[name].drop_index(index)
 
 
 def connect(url: str) -> AsyncMongoClient[Doc]:

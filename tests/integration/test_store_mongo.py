@@ -124,3 +124,19 @@ async def test_the_partner_directory_counts_each_partners_open_cases(services: N
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+async def test_start_up_drops_indexes_nothing_uses_any_more(services: None) -> None:
+    client = mongo.connect(Settings().mongo_url)
+    name = f"test_indexes_{uuid.uuid4().hex[:10]}"
+    db = client[name]
+    try:
+        await db.events.create_index("recorded_at")  # as an earlier version made it
+        await db.events.create_index([("kind", 1), ("occurred_at", 1)])
+        await mongo.ensure_indexes(db)
+        await mongo.ensure_indexes(db)  # and again: nothing left to drop
+        names = {d["name"] async for d in await db.events.list_indexes()}
+        assert names == {"_id_", "case_id_1_seq_1"}
+    finally:
+        await client.drop_database(name)
+        await client.close()
