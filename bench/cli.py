@@ -11,7 +11,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from bench.options import PHASES, Options
+from bench.options import PHASES, Options, default_workers
 from bench.report import render
 from bench.run import run
 
@@ -27,7 +27,12 @@ def bench(
     claims_per_case: int = typer.Option(
         1, "--claims-per-case", min=1, help="Claims against each debtor (one case)."
     ),
-    workers: int = typer.Option(1, "--workers", min=1, help="Hub worker processes."),
+    workers: int = typer.Option(
+        default_workers(),
+        "--workers",
+        min=1,
+        help="Hub worker processes, and raw relay processes (default: one per CPU, at most 4).",
+    ),
     relay_messages: int | None = typer.Option(
         None, "--relay-messages", min=1, help="Messages of the raw relay (default: --claims)."
     ),

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 PHASES = ("limit", "intake", "updates", "latency")
+
+
+def default_workers() -> int:
+    """One hub worker per CPU (at most 4), as the hub is deployed."""
+    return max(1, min(os.cpu_count() or 1, 4))
 
 
 @dataclass
@@ -17,8 +23,9 @@ class Options:
     updates_factor: float = 1.0
     #: Claims against one debtor (one case); 1: every claim makes its own case.
     claims_per_case: int = 1
-    #: Hub worker processes (``hubctl run``); also the number of raw relay processes.
-    workers: int = 1
+    #: Hub worker processes (``hubctl run``); also the number of raw relay processes. One
+    #: per CPU, as the hub is deployed (a worker is one Python process: one CPU at most).
+    workers: int = field(default_factory=default_workers)
     #: Messages through the raw relay; None: as many as claims.
     relay_messages: int | None = None
     #: Documents of the raw write rate; None: min(claims, 20,000).
