@@ -44,7 +44,16 @@ def render(result: dict[str, Any], console: Console) -> None:
     table.add_column("target")
     lat = result.get("latency_ms") or {}
     rows: list[tuple[str, str, str]] = [
-        ("raw relay (limit)", _fmt(result.get("limit_relay_per_s"), "msg/s"), ""),
+        (
+            "raw relay, a message at a time (limit)",
+            _fmt(result.get("limit_relay_per_s"), "msg/s"),
+            "",
+        ),
+        (
+            f"raw relay, {_fmt(result.get('limit_relay_pipelined_prefetch'))} in flight",
+            _fmt(result.get("limit_relay_pipelined_per_s"), "msg/s"),
+            "",
+        ),
         ("raw bulk writes (limit)", _fmt(result.get("limit_db_writes_per_s"), "doc/s"), ""),
         (
             f"intake ({_fmt(result.get('claims'))} claims)",
@@ -52,6 +61,7 @@ def render(result: dict[str, Any], console: Console) -> None:
             "",
         ),
         ("intake / relay", _fmt(result.get("ratio_intake"), "x"), _target(result, "ratio_intake")),
+        ("intake / pipelined relay", _fmt(result.get("ratio_intake_pipelined"), "x"), ""),
         ("intake wall time", _fmt(result.get("intake_seconds"), "s"), ""),
         (
             "100k claims (scaled)",
@@ -69,6 +79,7 @@ def render(result: dict[str, Any], console: Console) -> None:
             _fmt(result.get("ratio_updates"), "x"),
             _target(result, "ratio_updates"),
         ),
+        ("updates / pipelined relay", _fmt(result.get("ratio_updates_pipelined"), "x"), ""),
         (
             f"latency p50 / p95 (at {_fmt(lat.get('offered_per_s'))}/s)",
             f"{_fmt(lat.get('p50'))} / {_fmt(lat.get('p95'))} ms",

@@ -66,11 +66,14 @@ def test_every_figure_is_there_and_sane(result: dict[str, Any]) -> None:
     assert "error" not in result, result.get("error")
     for key in (
         "limit_relay_per_s",
+        "limit_relay_pipelined_per_s",
         "limit_db_writes_per_s",
         "intake_claims_per_s",
         "updates_per_s",
         "ratio_intake",
         "ratio_updates",
+        "ratio_intake_pipelined",
+        "ratio_updates_pipelined",
         "peak_rss_mb",
     ):
         _rate(result[key])
@@ -80,6 +83,10 @@ def test_every_figure_is_there_and_sane(result: dict[str, Any]) -> None:
     assert result["ratio_updates"] == pytest.approx(
         result["updates_per_s"] / result["limit_relay_per_s"], rel=0.01
     )
+    assert result["ratio_intake_pipelined"] == pytest.approx(
+        result["intake_claims_per_s"] / result["limit_relay_pipelined_per_s"], rel=0.01
+    )
+    assert result["limit_relay_pipelined_prefetch"] == 512  # the hub's own prefetch
     assert result["claims"] == CLAIMS
     assert result["cases"] == CLAIMS  # one claim per case by default
     assert result["updates"] == UPDATES
@@ -108,7 +115,15 @@ def test_versions(result: dict[str, Any]) -> None:
 
 def test_where_the_time_went(result: dict[str, Any]) -> None:
     phases = result["phases"]
-    assert {"limit_relay", "limit_db", "intake", "accepts", "updates", "latency"} <= set(phases)
+    assert {
+        "limit_relay",
+        "limit_relay_pipelined",
+        "limit_db",
+        "intake",
+        "accepts",
+        "updates",
+        "latency",
+    } <= set(phases)
     for usage in phases.values():
         assert usage["wall_s"] > 0
         assert all(v >= 0 for v in usage["cpu_s"].values())
