@@ -45,6 +45,12 @@ def bench(
     latency_seconds: float = typer.Option(
         10.0, "--latency-seconds", min=0.1, help="Duration of the latency phase."
     ),
+    latency_warmup: float = typer.Option(
+        3.0,
+        "--latency-warmup",
+        min=0.0,
+        help="Seconds at the same rate before the measured ones (not measured).",
+    ),
     window: int = typer.Option(1000, "--window", min=1, help="Publisher confirms in flight."),
     hub_env: list[str] = typer.Option(
         [],
@@ -87,6 +93,7 @@ def bench(
         db_docs=db_docs,
         latency_rate=latency_rate,
         latency_seconds=latency_seconds,
+        latency_warmup_s=latency_warmup,
         window=window,
         hub_env=env,
         phases=chosen,

@@ -34,6 +34,9 @@ class Options:
     #: Steady offered load of the latency phase.
     latency_rate: float = 200.0
     latency_seconds: float = 10.0
+    #: Seconds at the same rate before the measured ones (not measured): the steady state,
+    #: not the database's catching up after the previous phases' floods.
+    latency_warmup_s: float = 3.0
     #: Publisher confirms outstanding per publishing channel.
     window: int = 1000
     #: Prefetch of the raw relay; None: the hub's own (ONEWINDOW_PREFETCH or 512).

@@ -1,7 +1,8 @@
 """The raw relay of the limit measurement, run as its own process like a hub worker:
 consume ``--source``, republish each message with publisher confirms to ``--exchange``
-and acknowledge it only once its copy is confirmed. A message at a time, pipelined: up
-to ``--prefetch`` messages are in flight.
+and acknowledge it only once its copy is confirmed. ``--prefetch 1``: a message at a
+time (the limit the benchmark's ratios are taken against); more: pipelined, up to
+``--prefetch`` messages in flight, each still confirmed and acknowledged on its own.
 
     python -m bench.relay --amqp URL --source Q --exchange X --routing-key K
 """

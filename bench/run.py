@@ -504,6 +504,7 @@ class BenchRun:
         """Claim published -> ``case.assigned`` delivered to the partner's queue, at a
         steady offered load (claims with a debtor of their own: one case each)."""
         total = max(1, round(self.o.latency_rate * self.o.latency_seconds))
+        warmup = max(0, round(self.o.latency_rate * self.o.latency_warmup_s))
         published: dict[str, float] = {}
         latencies: list[float] = []
         arrivals: list[tuple[float, float]] = []  # (sent, latency ms), for the timeline
@@ -544,15 +545,18 @@ class BenchRun:
 
             self.say(
                 f"latency: {total} claims at {self.o.latency_rate:g}/s "
-                f"for {self.o.latency_seconds:g} s"
+                f"for {self.o.latency_seconds:g} s, after {warmup} not measured "
+                f"({self.o.latency_warmup_s:g} s of warm-up)"
             )
             with self.monitor.phase("latency"):
-                start = time.perf_counter()
-                for i, c in enumerate(workload.claims(self.tag, total, prefix="L")):
-                    delay = start + i * interval - time.perf_counter()
+                begin = time.perf_counter()
+                start = begin + warmup * interval  # the first measured claim
+                for i, c in enumerate(workload.claims(self.tag, warmup + total, prefix="L")):
+                    delay = begin + i * interval - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    published[c.invoice_number] = time.perf_counter()
+                    if i >= warmup:
+                        published[c.invoice_number] = time.perf_counter()
                     t = asyncio.create_task(send(c))
                     tasks.add(t)
                     t.add_done_callback(tasks.discard)
@@ -589,6 +593,7 @@ class BenchRun:
             "count": len(ordered),
             "missing": total - len(ordered),
             "offered_per_s": round(total / offered_s, 1) if offered_s else 0.0,
+            "warmup_claims": warmup,
             "p99_each_second": timeline,
         }
         self.result["latency_ms"] = stats

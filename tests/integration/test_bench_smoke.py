@@ -42,6 +42,8 @@ def result(services: None) -> dict[str, Any]:
             "50",
             "--latency-seconds",
             "2",
+            "--latency-warmup",
+            "0.5",
             "--json",
         ],
         cwd=ROOT,
@@ -99,7 +101,8 @@ def test_every_figure_is_there_and_sane(result: dict[str, Any]) -> None:
 
 def test_latency_percentiles(result: dict[str, Any]) -> None:
     lat = result["latency_ms"]
-    assert lat["count"] == 100 and lat["missing"] == 0
+    assert lat["count"] == 100 and lat["missing"] == 0  # the 25 of the warm-up not counted
+    assert lat["warmup_claims"] == 25
     p50, p95, p99 = (_rate(lat[k]) for k in ("p50", "p95", "p99"))
     assert p50 <= p95 <= p99 <= lat["max"]
     assert p99 < 60_000
