@@ -249,6 +249,12 @@ class BenchRun:
         self.monitor.forget("relay")
         await pub.close()
         await probe.close()
+        # The relayed copies are not needed: the broker should not carry them (and their
+        # quorum logs) through the phases measured next.
+        async with await self.channel() as ch:
+            for q in (source, sink):
+                await ch.queue_delete(q)
+            await ch.exchange_delete(exchange)
         self.result["limit_relay_messages"] = n
         return n / usage.wall_s
 
