@@ -1,7 +1,7 @@
 """The asynchronous partner client: receive the hub's messages, send reports.
 
 A partner connects with its own AMQP user (``amqp://<partner_id>:<password>@host/`` or
-``amqps://``). The hub delivers ``case.assigned``, ``case.recalled``,
+``amqps://``). The hub delivers ``case.assigned``, ``case.updated``, ``case.recalled``,
 ``settlement.decided`` and ``error.reply`` to the queue ``partner.<partner_id>``; the
 partner publishes its reports to the exchange ``partners.in`` with the routing key
 ``<partner_id>.<type>`` and ``user_id`` set to its user, which the broker checks.
@@ -43,6 +43,7 @@ import enum
 import hashlib
 import json
 import logging
+import typing
 import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping
@@ -89,12 +90,12 @@ log = logging.getLogger("partner_sdk")
 #: How many handled message ids the client remembers to drop repeated deliveries.
 DEDUPE_WINDOW: Final = 10_000
 
-HubMessage = m.CaseAssigned | m.CaseRecalled | m.SettlementDecided | m.ErrorReply
+HubMessage = m.CaseAssigned | m.CaseUpdated | m.CaseRecalled | m.SettlementDecided | m.ErrorReply
 
 #: The messages the hub delivers to a partner (``deliveries()``), by AMQP ``type``; the
 #: answers to downloads (``document.content``) go to ``download_document`` instead.
 HUB_MESSAGE_TYPES: Final[Mapping[str, type[m.Message]]] = {
-    t.TYPE: t for t in (m.CaseAssigned, m.CaseRecalled, m.SettlementDecided, m.ErrorReply)
+    t.TYPE: t for t in typing.get_args(HubMessage)
 }
 
 #: The reports a partner sends to the hub, by AMQP ``type``.
@@ -898,7 +899,7 @@ def parse_hub_message(message_type: str | None, body: bytes) -> HubMessage:
             + ", ".join(sorted(HUB_MESSAGE_TYPES)),
         )
     parsed = _parse(model, body)
-    assert isinstance(parsed, m.CaseAssigned | m.CaseRecalled | m.SettlementDecided | m.ErrorReply)
+    assert isinstance(parsed, HubMessage)
     return parsed
 
 

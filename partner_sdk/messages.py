@@ -40,6 +40,7 @@ __all__ = [
     "CaseAccepted",
     "CaseActivity",
     "CaseAssigned",
+    "CaseChange",
     "CaseClosed",
     "CaseDeclined",
     "CaseDispute",
@@ -47,6 +48,7 @@ __all__ = [
     "CasePayment",
     "CasePromise",
     "CaseRecalled",
+    "CaseUpdated",
     "ClaimAmended",
     "ClaimPlaced",
     "ClaimReceipt",
@@ -203,6 +205,14 @@ class CloseCode(StrEnum):
     WITHDRAWN = "withdrawn"
     STATUTE_BARRED = "statute_barred"
     RETURNED = "returned"
+
+
+class CaseChange(StrEnum):
+    """What changed on a case a partner holds (``case.updated``)."""
+
+    CLAIM_ADDED = "claim_added"
+    CLAIM_AMENDED = "claim_amended"
+    CLAIM_WITHDRAWN = "claim_withdrawn"
 
 
 class DocumentKind(StrEnum):
@@ -420,6 +430,24 @@ class CaseRecalled(Message):
     recalled_at: Timestamp
 
 
+class CaseUpdated(Message):
+    """The creditor changed the claims of a case the partner holds: one was added, amended
+    or withdrawn while others stay open. ``claims`` and ``total`` are the case's open claims
+    now; the assignment is unchanged (a withdrawal of the last claim is a ``case.recalled``)."""
+
+    TYPE: ClassVar[str] = "case.updated"
+
+    case_id: Identifier
+    assignment_id: Identifier
+    partner_id: PartnerId
+    change: CaseChange
+    invoice_number: Identifier
+    claims: Annotated[list[AssignedClaim], Field(min_length=1, max_length=500)]
+    currency: Currency
+    total: Money
+    updated_at: Timestamp
+
+
 class SettlementDecided(Message):
     TYPE: ClassVar[str] = "settlement.decided"
 
@@ -570,6 +598,7 @@ _ALL: tuple[type[Message], ...] = (
     BatchReconciled,
     CaseAssigned,
     CaseRecalled,
+    CaseUpdated,
     CaseAccepted,
     CaseDeclined,
     CaseActivity,

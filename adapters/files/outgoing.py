@@ -25,7 +25,9 @@ debtor_email, debtor_phone, debtor_language
 
 **Notice files** ``notices-<UTC time>-<hash>.csv``: every other hub message, one row each,
 columns ``message_id, type, case_id, assignment_id, reference, code, detail, source,
-occurred_at``: ``case.recalled`` (stop working the case; ``detail`` is the reason),
+occurred_at``: ``case.updated`` (the creditor changed a claim: ``reference`` its invoice
+number, ``code`` claim_added/claim_amended/claim_withdrawn, ``detail`` the case's new total
+and currency), ``case.recalled`` (stop working the case; ``detail`` is the reason),
 ``settlement.decided`` (``reference`` the settlement id, ``code`` approved/rejected),
 ``error.reply`` (the hub refused a return row: ``reference`` its message id, ``code`` why,
 ``source`` the file and line it came from when the adapter still knows it).
@@ -152,6 +154,15 @@ def notice_row(message_id: str, msg: m.Message, source: str = "") -> dict[str, s
             assignment_id=msg.assignment_id,
             detail=msg.reason,
             occurred_at=_stamp(msg.recalled_at),
+        )
+    elif isinstance(msg, m.CaseUpdated):
+        row.update(
+            case_id=msg.case_id,
+            assignment_id=msg.assignment_id,
+            reference=msg.invoice_number,
+            code=msg.change.value,
+            detail=f"{msg.total} {msg.currency}",
+            occurred_at=_stamp(msg.updated_at),
         )
     elif isinstance(msg, m.SettlementDecided):
         row.update(

@@ -2,10 +2,10 @@
 
 It holds the partner's own AMQP user (``PartnerClient``) and does two things:
 
-- **out**: each message of the partner's queue (``case.assigned``, ``case.recalled``,
-  ``settlement.decided``, ``error.reply``) becomes a signed POST to the partner's URL
-  (``delivery``); one at a time, in queue order, so a recall never overtakes its
-  assignment;
+- **out**: each message of the partner's queue (``case.assigned``, ``case.updated``,
+  ``case.recalled``, ``settlement.decided``, ``error.reply``) becomes a signed POST to the
+  partner's URL (``delivery``); one at a time, in queue order, so a recall never overtakes
+  its assignment;
 - **in**: the partner's callbacks arrive on ``POST /callbacks`` (``callbacks``) and go
   to the hub as the partner's reports, with the partner's message ids.
 

@@ -52,6 +52,7 @@ PUBLISHED: tuple[tuple[str, str, type[m.Message], str], ...] = (
         "creditor.{creditor_id}",
     ),
     ("partners.out", "{partner_id}.case.assigned", m.CaseAssigned, "partner.{partner_id}"),
+    ("partners.out", "{partner_id}.case.updated", m.CaseUpdated, "partner.{partner_id}"),
     ("partners.out", "{partner_id}.case.recalled", m.CaseRecalled, "partner.{partner_id}"),
     (
         "partners.out",

@@ -20,7 +20,15 @@ import orjson
 from hub import contract
 from hub.domain import lifecycle
 from hub.domain.errors import DomainError
-from hub.domain.model import CaseState, Event, Lifecycle, case_id_for, debtor_key, fold
+from hub.domain.model import (
+    WITH_PARTNER,
+    CaseState,
+    Event,
+    Lifecycle,
+    case_id_for,
+    debtor_key,
+    fold,
+)
 from partner_sdk import messages as m
 from partner_sdk.messages import ErrorDetail, ReceiptStatus
 
@@ -256,6 +264,8 @@ class _IntakeRun:
         except DomainError as e:
             raise _Reject("$.currency", "caseCurrency", e.message) from e
         self._commit(case_id, state, events)
+        change = m.CaseChange.CLAIM_AMENDED if amended else m.CaseChange.CLAIM_ADDED
+        self._tell_partner(state, change, claim.invoice_number, p.message_id)
         self.claims[key] = {
             "_id": key,
             "case_id": case_id,
@@ -292,6 +302,7 @@ class _IntakeRun:
             now=self.now,
         )
         self._commit(case_id, state, events)
+        self._tell_partner(state, m.CaseChange.CLAIM_WITHDRAWN, w.invoice_number, p.message_id)
         if previous_partner and self.cases[case_id].partner_id is None:
             assert previous_assignment is not None
             self.cs.outbox.append(
@@ -319,6 +330,19 @@ class _IntakeRun:
         self.cases[case_id] = new
         self.cs.events.extend(events)
         self.touched.append(case_id)
+
+    def _tell_partner(
+        self, before: CaseState | None, change: m.CaseChange, invoice_number: str, cause: str
+    ) -> None:
+        """``case.updated`` to the partner that held the case before the claim message
+        ``cause`` changed it and still holds it (a recall is told by ``case.recalled``)."""
+        if before is None or before.lifecycle not in WITH_PARTNER:
+            return
+        after = self.cases[before.case_id]
+        if after.lifecycle in WITH_PARTNER and after.assignment_id == before.assignment_id:
+            self.cs.outbox.append(
+                outgoing.case_updated(after, change, invoice_number, cause=cause, now=self.now)
+            )
 
     def _route(self) -> None:
         for case_id in dict.fromkeys(self.touched):

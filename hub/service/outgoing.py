@@ -74,10 +74,9 @@ def _to_partner(
     )
 
 
-def assignment(state: CaseState, now: dt.datetime) -> OutMessage:
-    """``case.assigned`` for the state's current assignment: only what the partner needs."""
-    assert state.partner_id and state.assignment_id and state.accept_by
-    claims = [
+def _open_claims(state: CaseState) -> list[m.AssignedClaim]:
+    """The case's open claims as a partner sees them (no debtor, no creditor notes)."""
+    return [
         m.AssignedClaim(
             invoice_number=c["invoice_number"],
             invoice_date=dt.date.fromisoformat(c["invoice_date"]),
@@ -89,6 +88,12 @@ def assignment(state: CaseState, now: dt.datetime) -> OutMessage:
         )
         for c in state.open_claims.values()
     ]
+
+
+def assignment(state: CaseState, now: dt.datetime) -> OutMessage:
+    """``case.assigned`` for the state's current assignment: only what the partner needs."""
+    assert state.partner_id and state.assignment_id and state.accept_by
+    claims = _open_claims(state)
     body = m.CaseAssigned(
         case_id=state.case_id,
         assignment_id=state.assignment_id,
@@ -112,6 +117,31 @@ def recalled(
         case_id=case_id, assignment_id=assignment_id, reason=reason[:2000], recalled_at=now
     )
     return _to_partner(partner_id, body, f"rcl:{assignment_id}", case_id, now)
+
+
+def case_updated(
+    state: CaseState,
+    change: m.CaseChange,
+    invoice_number: str,
+    *,
+    cause: str,
+    now: dt.datetime,
+) -> OutMessage:
+    """``case.updated`` to the partner holding ``state`` after the creditor's claim message
+    ``cause`` changed its claims; the id is derived from ``cause`` (one per claim message)."""
+    assert state.partner_id and state.assignment_id
+    body = m.CaseUpdated(
+        case_id=state.case_id,
+        assignment_id=state.assignment_id,
+        partner_id=state.partner_id,
+        change=change,
+        invoice_number=invoice_number,
+        claims=_open_claims(state),
+        currency=state.currency,
+        total=str(state.total),
+        updated_at=now,
+    )
+    return _to_partner(state.partner_id, body, f"upd:{cause}", state.case_id, now)
 
 
 def settlement_decided(partner_id: str, body: m.SettlementDecided, now: dt.datetime) -> OutMessage:

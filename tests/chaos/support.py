@@ -610,11 +610,17 @@ async def take_census(
     if unsent:
         problems.append(f"{unsent} outbox entries never sent")
 
-    # assignments: one case.assigned per case of a covered country, in its partner's queue
+    # assignments: one case.assigned per case of a covered country, in its partner's queue;
+    # a claim that joins a case already assigned is told to its partner by case.updated
     ids_per_case: dict[str, set[str]] = {}
-    assignment_copies = 0
+    assignment_copies = update_copies = updates = 0
     for pid, msgs in partner_msgs.items():
-        distinct, copies, differing = _distinct(msgs, problems, "assignment")
+        assigned = [m for m in msgs if m.type == "case.assigned"]
+        updated = [m for m in msgs if m.type == "case.updated"]
+        others = {m.type for m in msgs} - {"case.assigned", "case.updated"}
+        if others:
+            problems.append(f"unexpected {sorted(map(str, others))} in the queue of {pid}")
+        distinct, copies, differing = _distinct(assigned, problems, "assignment")
         assignment_copies += copies
         duplicated += differing
         for mid, body in distinct.items():
@@ -622,6 +628,15 @@ async def take_census(
             ids_per_case.setdefault(doc["case_id"], set()).add(mid)
             if state.get(doc["case_id"], (None, None))[1] != pid or doc["partner_id"] != pid:
                 problems.append(f"assignment of {doc['case_id']} in the queue of {pid}")
+        distinct, copies, differing = _distinct(updated, problems, "case update")
+        update_copies += copies
+        duplicated += differing
+        updates += len(distinct)
+        for body in distinct.values():
+            doc = json.loads(body)
+            if state.get(doc["case_id"], (None, None))[1] != pid or doc["partner_id"] != pid:
+                problems.append(f"update of {doc['case_id']} in the queue of {pid}")
+    notes["case_updates"] = updates
     should_assign = {cid for cid, country in case_country.items() if country in coverage}
     for cid in should_assign:
         lifecycle, pid = state[cid]
@@ -647,7 +662,7 @@ async def take_census(
         assignments=sum(len(v) for v in ids_per_case.values()),
         lost=lost,
         duplicated=duplicated,
-        redelivered=receipt_copies + assignment_copies + reconciled_copies,
+        redelivered=receipt_copies + assignment_copies + update_copies + reconciled_copies,
         problems=problems,
         notes=dict(notes),
     )

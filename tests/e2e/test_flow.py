@@ -281,13 +281,15 @@ async def test_month_batch_end_to_end(hub: Hub, partner: PartnerFactory) -> None
 
         await eventually(outbox_empty, within=20)
         assignments: dict[str, list[tuple[str, AbstractIncomingMessage]]] = {}
+        updates: dict[str, list[tuple[str, AbstractIncomingMessage]]] = {}
         per_partner: dict[str, int] = {}
         for pid in partners:
             msgs = await drain(channel, f"{ns}partner.{pid}", idle=0.1)
             per_partner[pid] = len(msgs)
             for m in msgs:
-                assert m.type == "case.assigned", (pid, m.type, m.body[:300])
-                assignments.setdefault(body_of(m)["case_id"], []).append((pid, m))
+                assert m.type in ("case.assigned", "case.updated"), (pid, m.type, m.body[:300])
+                sent_as = assignments if m.type == "case.assigned" else updates
+                sent_as.setdefault(body_of(m)["case_id"], []).append((pid, m))
         t_drained = time.monotonic()
 
     # cases: one per (creditor entity, debtor), with the right claims
@@ -329,9 +331,31 @@ async def test_month_batch_end_to_end(hub: Hub, partner: PartnerFactory) -> None
     assert len({m.message_id for sent in assignments.values() for _, m in sent}) == len(
         assigned_cases
     )
+    # a claim added, amended or withdrawn after its case was assigned: case.updated to the
+    # assignee; whichever message came last (in commit order) holds the case's claims now
+    case_docs = {d["_id"]: d for d in docs}
+    assert set(updates) <= set(assigned_cases)
+    for case_id, sent in updates.items():
+        assignment_id = body_of(assignments[case_id][0][1])["assignment_id"]
+        for pid, m in sent:
+            body = body_of(m)
+            assert pid == assigned_cases[case_id] == body["partner_id"], body
+            assert body["assignment_id"] == assignment_id and (m.message_id or "").startswith(
+                "upd:"
+            )
+    for case_id in assigned_cases:
+        d = case_docs[case_id]
+        now = {k: v["principal"] for k, v in d["claims"].items() if not v.get("withdrawn")}
+        told = [body_of(m) for _, m in assignments[case_id] + updates.get(case_id, [])]
+        assert any(
+            {c["invoice_number"]: c["principal"] for c in b["claims"]} == now
+            and Decimal(b["total"]) == Decimal(d["total"])
+            for b in told
+        ), (case_id, now, told)
     print(
         f"\nbatch {batch.batch_id}: {batch.size} messages ({dict(want_counts)}), "
-        f"{len(docs)} cases ({dict(lifecycles)}), {len(assignments)} assignments over "
+        f"{len(docs)} cases ({dict(lifecycles)}), {len(assignments)} assignments, "
+        f"{sum(map(len, updates.values()))} updates over "
         f"{len([p for p in partners if per_partner[p]])}/{len(partners)} partners; "
         f"setup {t_setup - t0:.1f} s, publish {t_published - t_setup:.1f} s, "
         f"all receipts +{t_receipts - t_published:.1f} s, "

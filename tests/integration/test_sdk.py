@@ -28,6 +28,8 @@ from hub.bootstrap import Hub
 from hub.config import Settings
 from partner_sdk import (
     CaseAssigned,
+    CaseChange,
+    CaseUpdated,
     Delivery,
     ErrorReply,
     HubError,
@@ -39,6 +41,7 @@ from partner_sdk.messages import MAX_DOCUMENT_BYTES
 from tests.conftest import PartnerFactory
 from tests.support import (
     Management,
+    claim_body,
     drain,
     eventually,
     next_of,
@@ -164,6 +167,40 @@ async def test_retry_with_the_same_message_id_is_applied_once(
     await eventually(marker_applied)
     assert await hub.store.db["events"].count_documents({"message_id": mid}) == 1
     assert (await event_kinds(hub, case.case_id)).count("activity") == 2
+
+
+async def test_the_partner_holding_a_case_is_told_when_its_claims_change(
+    hub: Hub, assigned: tuple[PartnerClient, CaseAssigned]
+) -> None:
+    client, case = assigned
+
+    async def creditor_sends(type: str, body: dict[str, Any]) -> str:
+        async with hub.connection.channel() as ch:
+            return await publish_json(ch, hub.topology.claims_in, type, body, type=type)
+
+    def update(d: Delivery) -> bool:
+        return isinstance(d.message, CaseUpdated) and d.message.case_id == case.case_id
+
+    added = await creditor_sends("claim.placed", claim_body(2, debtor=1))
+    delivery = await next_of(client, update)
+    got = delivery.message
+    assert isinstance(got, CaseUpdated) and delivery.message_id == f"upd:{added}"
+    assert (got.change, got.invoice_number) == (CaseChange.CLAIM_ADDED, "INV-000002")
+    assert got.assignment_id == case.assignment_id and got.partner_id == client.partner_id
+    assert [c.invoice_number for c in got.claims] == ["INV-000001", "INV-000002"]
+    state = await hub.store.case(case.case_id)
+    assert state is not None and got.total == str(state.total) != case.total
+    await delivery.ack()
+
+    first = claim_body(1)
+    withdrawal = {k: first[k] for k in ("creditor_id", "creditor_entity", "invoice_number")}
+    await creditor_sends("claim.withdrawn", withdrawal)
+    delivery = await next_of(client, update)
+    got = delivery.message
+    assert isinstance(got, CaseUpdated) and got.change is CaseChange.CLAIM_WITHDRAWN
+    assert [c.invoice_number for c in got.claims] == ["INV-000002"]
+    await delivery.ack()
+    assert await lifecycle(hub, case.case_id) == "accepted"
 
 
 async def test_legal_steps_are_checked_against_the_country_catalog(

@@ -775,6 +775,25 @@ def test_notice_rows() -> None:
         "creditor recall",
         "2026-05-01T00:00:00Z",
     )
+    placed = assignment()
+    updated = m.CaseUpdated(
+        case_id=placed.case_id,
+        assignment_id=placed.assignment_id,
+        partner_id=placed.partner_id,
+        change=m.CaseChange.CLAIM_ADDED,
+        invoice_number="INV-2",
+        claims=placed.claims,
+        currency=placed.currency,
+        total=placed.total,
+        updated_at=dt.datetime(2026, 5, 1, tzinfo=dt.UTC),
+    )
+    r = notice_row("upd:1", updated)
+    assert (r["type"], r["reference"], r["code"], r["detail"]) == (
+        "case.updated",
+        "INV-2",
+        "claim_added",
+        f"{placed.total} EUR",
+    )
 
 
 def test_files_are_written_atomically(tmp_path: Path) -> None:

@@ -247,6 +247,102 @@ async def test_a_withdrawn_claim_placed_again_reopens_its_case(
     assert [o.message_id for o in only(outbox, m.CaseAssigned.TYPE)] == [f"asg:{state.case_id}-A2"]
 
 
+# --- case.updated: the partner holding a case learns of its changed claims -------------------
+
+
+def updates(outbox: list[OutMessage]) -> list[tuple[OutMessage, m.CaseUpdated]]:
+    found = []
+    for o in only(outbox, m.CaseUpdated.TYPE):
+        body = m.CaseUpdated.model_validate_json(o.body)
+        assert (o.exchange, o.routing_key) == (outgoing.PARTNERS_OUT, f"{PID}.case.updated")
+        assert o.correlation_id == body.case_id
+        found.append((o, body))
+    return found
+
+
+async def test_a_claim_added_to_an_assigned_case_updates_its_partner(
+    intake: IntakeService, store: InMemoryStore
+) -> None:
+    first = await one_receipt(intake, incoming(claim_body(1)))
+    case_id = first.case_id or ""
+    msg = incoming(claim_body(2, debtor=1, principal="500.00"))
+    outbox = await intake.handle([msg])
+    [receipt] = receipts(outbox)
+    assert (receipt.status, receipt.case_id) == (ReceiptStatus.ACCEPTED, case_id)
+    [(out, body)] = updates(outbox)
+    assert out.message_id == f"upd:{msg.message_id}"
+    state = store.cases[case_id]
+    assert state.lifecycle is Lifecycle.ASSIGNED
+    assert (body.case_id, body.partner_id) == (case_id, PID)
+    assert body.assignment_id == state.assignment_id
+    assert (body.change, body.invoice_number) == (m.CaseChange.CLAIM_ADDED, "INV-000002")
+    assert [c.invoice_number for c in body.claims] == ["INV-000001", "INV-000002"]
+    assert (body.total, body.currency) == ("1605.00", "EUR")
+    assert body.updated_at == T0
+    assert only(outbox, m.CaseAssigned.TYPE) == []
+    # the same content again is a duplicate: the partner hears nothing
+    outbox = await intake.handle([incoming(claim_body(2, debtor=1, principal="500.00"))])
+    assert receipts(outbox)[0].status is ReceiptStatus.DUPLICATE
+    assert updates(outbox) == []
+
+
+async def test_an_amended_claim_of_an_assigned_case_updates_its_partner(
+    intake: IntakeService, store: InMemoryStore
+) -> None:
+    await one_receipt(intake, incoming(claim_body(1)))
+    outbox = await intake.handle([incoming(claim_body(1, principal="400.00"))])
+    [(_, body)] = updates(outbox)
+    assert (body.change, body.invoice_number) == (m.CaseChange.CLAIM_AMENDED, "INV-000001")
+    assert [(c.invoice_number, c.principal) for c in body.claims] == [("INV-000001", "400.00")]
+    assert body.total == "452.50"
+
+
+async def test_withdrawing_one_of_two_claims_updates_the_partner_the_last_recalls(
+    intake: IntakeService, store: InMemoryStore
+) -> None:
+    await intake.handle([incoming(claim_body(1)), incoming(claim_body(2, debtor=1))])
+    outbox = await intake.handle([incoming(withdrawal(1), type="claim.withdrawn")])
+    [(_, body)] = updates(outbox)
+    assert (body.change, body.invoice_number) == (m.CaseChange.CLAIM_WITHDRAWN, "INV-000001")
+    assert [c.invoice_number for c in body.claims] == ["INV-000002"]
+    assert body.total == "1052.50"
+    assert only(outbox, m.CaseRecalled.TYPE) == []
+
+    outbox = await intake.handle([incoming(withdrawal(2), type="claim.withdrawn")])
+    assert updates(outbox) == []
+    [recall] = only(outbox, m.CaseRecalled.TYPE)
+    assert m.CaseRecalled.model_validate_json(recall.body).case_id == body.case_id
+
+
+async def test_a_case_with_no_partner_updates_nobody(
+    intake: IntakeService, store: InMemoryStore
+) -> None:
+    first = await one_receipt(intake, incoming(claim_body(1, country="FR")))
+    assert store.cases[first.case_id or ""].lifecycle is Lifecycle.UNASSIGNED
+    for msg in (
+        incoming(claim_body(2, debtor=1, country="FR")),
+        incoming(claim_body(2, debtor=1, country="FR", principal="9.00")),
+        incoming(withdrawal(2), type="claim.withdrawn"),
+    ):
+        outbox = await intake.handle([msg])
+        assert receipts(outbox)[0].case_id == first.case_id
+        assert [o.type for o in outbox] == [m.ClaimReceipt.TYPE]
+
+
+async def test_a_claim_message_redelivered_after_a_lost_commit_gives_the_same_update(
+    intake: IntakeService, store: InMemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await one_receipt(intake, incoming(claim_body(1)))
+    msg = incoming(claim_body(2, debtor=1))
+    with monkeypatch.context() as patch:  # the worker dies before its commit lands
+        patch.setattr(store, "_apply", lambda changes: None)
+        [(lost, _)] = updates(await intake.handle([msg]))
+    assert store.outbox.keys().isdisjoint({lost.message_id})
+    [(again, _)] = updates(await intake.handle([msg]))
+    assert (again.message_id, again.body) == (lost.message_id, lost.body)
+    assert updates(await intake.handle([msg])) == []  # seen: nothing new
+
+
 # --- rejections ------------------------------------------------------------------------------
 
 

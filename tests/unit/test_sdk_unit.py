@@ -16,6 +16,7 @@ import pytest
 from pamqp.commands import Basic
 
 import partner_sdk
+from hub.contract import schema_for
 from partner_sdk import (
     CaseAssigned,
     ConnectionFailed,
@@ -33,7 +34,7 @@ from partner_sdk import (
 )
 from partner_sdk import errors as sdk_errors
 from partner_sdk.client import build, parse_hub_message
-from partner_sdk.messages import CasePayment, DocumentAdded
+from partner_sdk.messages import CasePayment, DocumentAdded, model_for
 
 URL = "amqp://acme-de:secret@127.0.0.1:5672/"
 
@@ -95,6 +96,7 @@ def test_public_surface_is_pinned() -> None:
         "CaseAccepted",
         "CaseActivity",
         "CaseAssigned",
+        "CaseChange",
         "CaseClosed",
         "CaseDeclined",
         "CaseDispute",
@@ -102,6 +104,7 @@ def test_public_surface_is_pinned() -> None:
         "CasePayment",
         "CasePromise",
         "CaseRecalled",
+        "CaseUpdated",
         "CloseCode",
         "ConnectionFailed",
         "Delivery",
@@ -327,6 +330,14 @@ async def test_send_refuses_what_is_not_a_partner_report() -> None:
 
 
 # --- receiving: parsing and dedupe -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("message_type", ["case.assigned", "case.updated", "case.recalled"])
+def test_hub_messages_parse_to_their_models(message_type: str) -> None:
+    for example in schema_for(message_type)["examples"]:
+        parsed = parse_hub_message(message_type, json.dumps(example).encode())
+        assert type(parsed) is model_for(message_type)
+        assert json.loads(parsed.to_json()) == example
 
 
 def test_recent_ids_forget_the_least_recently_used() -> None:
