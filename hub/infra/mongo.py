@@ -304,17 +304,7 @@ class MongoStore:
         raise StoreError(f"transaction still conflicting after {self.max_attempts} attempts")
 
     async def _write(self, c: Changeset, s: AsyncClientSession) -> None:
-        size = (
-            len(c.inbox)
-            + len(c.claims)
-            + len(c.cases)
-            + len(c.events)
-            + len(c.outbox)
-            + len(c.rejections)
-            + len(c.downloads)
-            + len(c.batch_counts)
-        )
-        if 0 < size <= self.bulk_write_max_ops and self._client_bulk:
+        if 0 < c.writes <= self.bulk_write_max_ops and self._client_bulk:
             try:
                 await self.client.bulk_write(self._bulk_ops(c), ordered=False, session=s)
                 return
@@ -483,7 +473,7 @@ class MongoStore:
 
     async def note_failed(self, message_ids: Sequence[str], error: str) -> None:
         """Count a failed publish and set the entry aside for a while (``retry_delay``):
-        it stays in the outbox, is retried, and shows in ``hubctl outbox``."""
+        it stays in the outbox, is retried, and the dashboard lists it as undelivered."""
         if not message_ids:
             return
         now = dt.datetime.now(dt.UTC)

@@ -80,8 +80,8 @@ class RabbitPublisher:
     """Publishes outbox messages on a confirming channel, many in flight at once.
 
     It speaks to the channel's aiormq layer: an outbox message needs no ``aio_pika.Message``
-    of its own, and frames are queued without waiting for each to drain to the socket
-    (the broker's confirm is what counts). A message the broker returns (unroutable,
+    of its own, and a chunk of messages goes out as one socket write (``_chunk``); the
+    broker's confirm of each is what counts. A message the broker returns (unroutable,
     ``mandatory``) or nacks is not confirmed and stays in the outbox."""
 
     def __init__(self, channel: AbstractChannel, topology: Topology) -> None:

@@ -82,6 +82,20 @@ class Changeset:
     #: (creditor id, batch id) -> {"expected": n, "accepted": n, ...} increments
     batch_counts: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
 
+    @property
+    def writes(self) -> int:
+        """How many documents the store writes for this changeset (replies are not stored)."""
+        return (
+            len(self.inbox)
+            + len(self.claims)
+            + len(self.cases)
+            + len(self.events)
+            + len(self.outbox)
+            + len(self.rejections)
+            + len(self.downloads)
+            + len(self.batch_counts)
+        )
+
     def count(self, creditor_id: str, batch_id: str, expected: int | None, status: str) -> None:
         entry = self.batch_counts.setdefault((creditor_id, batch_id), {})
         entry[status] = entry.get(status, 0) + 1

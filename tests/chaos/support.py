@@ -33,7 +33,7 @@ from hub.domain.routing import PartnerProfile
 from hub.infra import topology
 from hub.infra.topology import Topology
 from partner_sdk.messages import Phase
-from tests.e2e.batchgen import COUNTRIES, Batch, GenMessage
+from tests.e2e.batchgen import COUNTRIES, Batch, GenMessage, generate
 
 ROOT = Path(__file__).resolve().parents[2]
 RABBIT_NODE = ROOT / "scripts" / "rabbit-node"
@@ -666,3 +666,39 @@ async def take_census(
         problems=problems,
         notes=dict(notes),
     )
+
+
+# --- the set-up every batch scenario shares --------------------------------------------
+
+
+def scenario_batch(prefix: str, total: int, *, seed: int, invalid: int = 10) -> Batch:
+    """A batch of ``total`` claims, 2 to 8 per debtor, ``invalid`` of them broken."""
+    return generate(
+        total,
+        batch_id=f"{prefix}-{uuid.uuid4().hex[:8]}",
+        resends=0,
+        amendments=0,
+        invalid=invalid,
+        withdrawals=0,
+        claims_per_debtor=(2, 8),
+        seed=seed,
+    )
+
+
+async def publish_batch(amqp_url: str, hub: Hub, batch: Batch) -> None:
+    """Publish the batch's claims on ``claims.in`` through the broker at ``amqp_url``."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        await publish_messages(await connection.channel(), hub.topology.claims_in, batch.messages)
+
+
+def scenario_worker(worker: Any) -> tuple[Any, Callable[[], None]]:
+    """A hub worker process with small batches and a quick outbox relay, and a check that
+    it is still running (it must never die by itself)."""
+    w = worker(BATCH_MAX="100", OUTBOX_GRACE_S="2", OUTBOX_POLL_S="0.5")
+
+    def alive() -> None:
+        proc = w.current
+        assert proc is not None and proc.poll() is None, "the worker died by itself"
+
+    return w, alive

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import aio_pika
 import pytest
 
 from hub.bootstrap import Hub
@@ -28,12 +26,13 @@ from tests.chaos.support import (
     inbox_count,
     partner_plan,
     partners_of,
-    publish_messages,
+    publish_batch,
+    scenario_batch,
+    scenario_worker,
     take_census,
     wait_done,
     wait_inbox,
 )
-from tests.e2e.batchgen import generate
 from tests.support import unique_settings
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos, pytest.mark.slow]
@@ -52,29 +51,13 @@ async def test_broker_restarted_mid_batch(
 ) -> None:
     hub = idle_hub
     db = hub.store.db
-    batch = generate(
-        TOTAL,
-        batch_id=f"R-{uuid.uuid4().hex[:8]}",
-        resends=0,
-        amendments=0,
-        invalid=10,
-        withdrawals=0,
-        claims_per_debtor=(2, 8),
-        seed=11,
-    )
+    batch = scenario_batch("R", TOTAL, seed=11)
     coverage = await add_partners(hub, partner_plan())
-    connection = await aio_pika.connect(hub.settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await publish_messages(channel, hub.topology.claims_in, batch.messages)
+    await publish_batch(hub.settings.amqp_url, hub, batch)
     # the test's own hub connection would only log reconnection attempts meanwhile
     await hub.connection.close()
 
-    w = worker(BATCH_MAX="100", OUTBOX_GRACE_S="2", OUTBOX_POLL_S="0.5")
-
-    def alive() -> None:
-        proc = w.current
-        assert proc is not None and proc.poll() is None, "the worker died by itself"
+    w, alive = scenario_worker(worker)
 
     t0 = time.monotonic()
     w.start()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,12 +28,13 @@ from tests.chaos.support import (
     collect,
     partner_plan,
     partners_of,
-    publish_messages,
+    publish_batch,
+    scenario_batch,
+    scenario_worker,
     take_census,
     wait_done,
     wait_inbox,
 )
-from tests.e2e.batchgen import generate
 from tests.support import unique_settings
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos, pytest.mark.slow]
@@ -73,30 +73,15 @@ async def test_quorum_queues_survive_the_loss_of_a_node(
     hub = idle_hub
     db = hub.store.db
     ns = hub.settings.namespace
-    batch = generate(
-        TOTAL,
-        batch_id=f"Q-{uuid.uuid4().hex[:8]}",
-        resends=0,
-        amendments=0,
-        invalid=10,
-        withdrawals=0,
-        claims_per_debtor=(2, 8),
-        seed=13,
-    )
+    batch = scenario_batch("Q", TOTAL, seed=13)
     via_c2 = await aio_pika.connect(c2.url())
     async with via_c2:
         coverage = await add_partners(hub, partner_plan(), channel=await via_c2.channel())
     leaders = await c1.quorum_leaders(ns)
     assert leaders and set(leaders.values()) == {c2.node}, leaders
-    via_c3 = await aio_pika.connect(c3.url())
-    async with via_c3:
-        await publish_messages(await via_c3.channel(), hub.topology.claims_in, batch.messages)
+    await publish_batch(c3.url(), hub, batch)
 
-    w = worker(BATCH_MAX="100", OUTBOX_GRACE_S="2", OUTBOX_POLL_S="0.5")
-
-    def alive() -> None:
-        proc = w.current
-        assert proc is not None and proc.poll() is None, "the worker died by itself"
+    w, alive = scenario_worker(worker)
 
     t0 = time.monotonic()
     w.start()

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import pytest
 
 from hub.bootstrap import Hub
@@ -29,12 +27,13 @@ from tests.chaos.support import (
     collect,
     partner_plan,
     partners_of,
-    publish_messages,
+    publish_batch,
+    scenario_batch,
+    scenario_worker,
     take_census,
     wait_done,
     wait_inbox,
 )
-from tests.e2e.batchgen import generate
 from tests.support import unique_settings
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos, pytest.mark.slow]
@@ -61,27 +60,11 @@ def settings(db_server: DbServer) -> Iterator[Settings]:
 async def test_database_killed_mid_batch(idle_hub: Hub, worker: Any, db_server: DbServer) -> None:
     hub = idle_hub
     db = hub.store.db
-    batch = generate(
-        TOTAL,
-        batch_id=f"D-{uuid.uuid4().hex[:8]}",
-        resends=0,
-        amendments=0,
-        invalid=10,
-        withdrawals=0,
-        claims_per_debtor=(2, 8),
-        seed=12,
-    )
+    batch = scenario_batch("D", TOTAL, seed=12)
     coverage = await add_partners(hub, partner_plan())
-    connection = await aio_pika.connect(hub.settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await publish_messages(channel, hub.topology.claims_in, batch.messages)
+    await publish_batch(hub.settings.amqp_url, hub, batch)
 
-    w = worker(BATCH_MAX="100", OUTBOX_GRACE_S="2", OUTBOX_POLL_S="0.5")
-
-    def alive() -> None:
-        proc = w.current
-        assert proc is not None and proc.poll() is None, "the worker died by itself"
+    w, alive = scenario_worker(worker)
 
     t0 = time.monotonic()
     w.start()

@@ -16,10 +16,8 @@ import asyncio
 import os
 import random
 import time
-import uuid
 from typing import Any
 
-import aio_pika
 import pytest
 
 from hub.bootstrap import Hub
@@ -30,12 +28,13 @@ from tests.chaos.support import (
     inbox_count,
     partner_plan,
     partners_of,
-    publish_messages,
+    publish_batch,
+    scenario_batch,
+    scenario_worker,
     take_census,
     wait_done,
     wait_inbox,
 )
-from tests.e2e.batchgen import generate
 
 pytestmark = [pytest.mark.services, pytest.mark.chaos, pytest.mark.slow]
 
@@ -58,30 +57,14 @@ async def test_worker_sigkilled_five_times_mid_batch(idle_hub: Hub, worker: Any)
     db = hub.store.db
     seed = int(os.environ.get("ONEWINDOW_CHAOS_SEED", str(random.SystemRandom().randrange(10**6))))
     rng = random.Random(seed)
-    batch = generate(
-        TOTAL,
-        batch_id=f"K-{uuid.uuid4().hex[:8]}",
-        resends=0,
-        amendments=0,
-        invalid=INVALID,
-        withdrawals=0,
-        claims_per_debtor=(2, 8),
-        seed=seed,
-    )
+    batch = scenario_batch("K", TOTAL, seed=seed, invalid=INVALID)
     coverage = await add_partners(hub, partner_plan())
 
     t0 = time.monotonic()
-    connection = await aio_pika.connect(hub.settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        await publish_messages(channel, hub.topology.claims_in, batch.messages)
+    await publish_batch(hub.settings.amqp_url, hub, batch)
     t_published = time.monotonic()
 
-    w = worker(BATCH_MAX="100", OUTBOX_GRACE_S="2", OUTBOX_POLL_S="0.5")
-
-    def alive() -> None:
-        proc = w.current
-        assert proc is not None and proc.poll() is None, "the worker died by itself"
+    w, alive = scenario_worker(worker)
 
     kills: list[int] = []
     recoveries: list[float] = []
